@@ -1,0 +1,1 @@
+//! clap definitions and one runner per subcommand.

@@ -1,0 +1,4 @@
+//! Drives protocols over a transport and emits events; never renders.
+
+pub mod firehose;
+pub mod sahara;

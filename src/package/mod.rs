@@ -1,0 +1,5 @@
+//! Firmware packages: rawprogram/patch parsing, expressions (NUM_DISK_SECTORS, CRC32), and later
+//! discovery, sparse images, manifests and compatibility rules.
+
+pub mod expr;
+pub mod rawprogram;

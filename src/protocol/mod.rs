@@ -1,0 +1,4 @@
+//! Sans-IO protocol code: bytes in, actions out. No I/O, no clocks, no sleeps.
+
+pub mod firehose;
+pub mod sahara;

@@ -1,0 +1,5 @@
+//! Sahara, the boot ROM's upload and memory-dump protocol (PROTOCOLS.md §1). Sans-IO.
+
+pub mod packet;
+
+pub use packet::{ParseError, Packet};
