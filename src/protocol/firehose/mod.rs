@@ -1,1 +1,3 @@
-//! (being written)
+//! Firehose, the XML flashing protocol spoken by the uploaded programmer (PROTOCOLS.md §2). Sans-IO.
+
+pub mod xml;
