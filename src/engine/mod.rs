@@ -1,4 +1,5 @@
 //! Drives protocols over a transport and emits events; never renders.
 
+pub mod events;
 pub mod firehose;
 pub mod sahara;

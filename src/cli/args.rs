@@ -1,0 +1,200 @@
+//! The command line (clap). One variant per subcommand; runners live beside this file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::sim::faults::Fault;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "qrescue",
+    version,
+    about = "Recovery console for Quectel (Qualcomm-based) cellular modems",
+    long_about = "Recovery console for Quectel (Qualcomm-based) cellular modems.\n\n\
+        Talks Sahara and Firehose to modems in emergency download mode (05c6:9008) and crash-dump \
+        mode (05c6:900e), and ships an emulated modem (`qrescue sim`, `qrescue demo`) so anything \
+        can be rehearsed without hardware.\n\n\
+        Exit codes: 0 ok, 1 failure, 2 usage, 3 no device, 4 permission, 5 verification mismatch, \
+        6 device lost, 130 interrupted."
+)]
+pub struct Cli {
+    /// Print machine-readable JSON (one object per line) instead of human text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log detail on stderr (or in --log-file): -v info, -vv debug, -vvv trace.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Write logs to this file instead of stderr.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the built-in emulated modem and walk through a rescue against it.
+    Demo(DemoArgs),
+    /// Start an emulated modem (boot ROM + Firehose programmer) and expose it as a pty.
+    Sim(SimArgs),
+    /// Read a modem's identity over Sahara (EDL 9008): version, serial, HW ID, PK hash.
+    Info(PortArgs),
+    /// Save the RAM regions of a crashed modem (900e, Sahara memory debug) with a sha256 manifest.
+    Ramdump(RamdumpArgs),
+    /// Upload a Firehose programmer over Sahara and leave the modem in Firehose.
+    SaharaUpload(UploadArgs),
+    /// Flash a rawprogram/patch XML pair through Firehose (uploading the programmer first).
+    Flash(FlashArgs),
+    /// Read a partition or a sector range back to a file.
+    Read(ReadArgs),
+    /// Ask the programmer about the storage (geometry, size, type).
+    StorageInfo(StorageInfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// The modem's port: a tty such as /dev/ttyUSB0, or the pty printed by `qrescue sim --pty`.
+    #[arg(long, value_name = "PATH")]
+    pub port: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RamdumpArgs {
+    #[command(flatten)]
+    pub port: PortArgs,
+    /// Folder for the region files and manifest.json (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    pub port: PortArgs,
+    /// The Firehose programmer (prog_*.mbn / *.elf from the modem's own firmware package).
+    #[arg(value_name = "PROGRAMMER")]
+    pub programmer: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageArg {
+    Nand,
+    Emmc,
+    Ufs,
+}
+
+#[derive(Debug, Args)]
+pub struct FirehoseArgs {
+    #[command(flatten)]
+    pub port: PortArgs,
+    /// The programmer to upload if the modem is still in Sahara (default: prog_*.mbn / *.elf next
+    /// to the rawprogram XML). Not needed when a programmer is already running.
+    #[arg(long, value_name = "FILE")]
+    pub programmer: Option<PathBuf>,
+    /// Storage type (default: derived from the XML, or NAND).
+    #[arg(long, value_enum)]
+    pub storage: Option<StorageArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct FlashArgs {
+    #[command(flatten)]
+    pub fh: FirehoseArgs,
+    /// rawprogram XML (e.g. update/firehose/rawprogram_nand_p4K_b256K_update.xml).
+    #[arg(long, value_name = "XML")]
+    pub rawprogram: PathBuf,
+    /// patch XML applied after programming (only DISK patches go to the device).
+    #[arg(long, value_name = "XML")]
+    pub patch: Option<PathBuf>,
+    /// Do not reset the modem at the end.
+    #[arg(long)]
+    pub no_reset: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub fh: FirehoseArgs,
+    /// Partition label to read (looked up in the device's partition table).
+    #[arg(long, conflicts_with_all = ["start", "count"])]
+    pub label: Option<String>,
+    /// First sector to read.
+    #[arg(long, requires = "count")]
+    pub start: Option<u64>,
+    /// Number of sectors to read.
+    #[arg(long, requires = "start")]
+    pub count: Option<u64>,
+    /// Physical partition (LUN).
+    #[arg(long, default_value_t = 0)]
+    pub lun: u32,
+    /// Output file (must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StorageInfoArgs {
+    #[command(flatten)]
+    pub fh: FirehoseArgs,
+    /// Physical partition (LUN).
+    #[arg(long, default_value_t = 0)]
+    pub lun: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SimMode {
+    /// Emergency download mode (05c6:9008): the boot ROM waits for a programmer.
+    Edl,
+    /// Crash-dump mode (05c6:900e): the boot ROM offers its RAM over Sahara memory debug.
+    Crash,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Which personality the emulated boot ROM has.
+    #[arg(long, value_enum, default_value_t = SimMode::Edl)]
+    pub mode: SimMode,
+    /// Unit profile (e.g. ec25, rm502q, rm520n).
+    #[arg(long, default_value = "rm502q")]
+    pub profile: String,
+    /// Seed for everything random (unit identity, bad blocks, fault positions).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Inject a fault (repeatable), e.g. drop-after:4096, refuse-programmer, consume-hello,
+    /// mid-session, delay:50, done-pending, nak:3, payload-too-large, garbled-xml:2,
+    /// drop-in-raw:100000, hang:4, nand-write-fail.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<Fault>,
+    /// Expose the emulated modem as a pseudo-terminal (its path is printed as JSON).
+    #[arg(long)]
+    pub pty: bool,
+    /// Storage behind the emulated programmer (default: the profile's).
+    #[arg(long, value_enum)]
+    pub storage: Option<StorageArg>,
+    /// Limit storage throughput in bytes/s (e.g. 4000000 for real NAND timing).
+    #[arg(long, value_name = "BYTES_PER_S")]
+    pub throttle: Option<u64>,
+    /// On exit, write a JSON report (sha256 of every partition region, commands seen).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write a fake Firehose programmer signed for this unit to FILE and exit.
+    #[arg(long, value_name = "FILE")]
+    pub write_programmer: Option<PathBuf>,
+    /// Write a complete fake Quectel-layout firmware package for this profile into DIR and exit.
+    #[arg(long, value_name = "DIR")]
+    pub emit_package: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Emulated storage for the demo.
+    #[arg(long, value_enum, default_value_t = StorageArg::Nand)]
+    pub storage: StorageArg,
+    /// Unit profile.
+    #[arg(long, default_value = "rm502q")]
+    pub profile: String,
+}

@@ -1,0 +1,155 @@
+//! Shared helpers for integration tests that run the real `qrescue` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_qrescue")
+}
+
+/// A `qrescue sim --pty` child process; killed (SIGTERM, then SIGKILL) on drop.
+pub struct Sim {
+    pub child: Child,
+    pub pty: PathBuf,
+    pub ready: serde_json::Value,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Sim {
+    /// Start `qrescue sim --pty ARGS…` and wait (bounded) for its first JSON line.
+    pub fn start(args: &[&str]) -> Sim {
+        let mut child = Command::new(bin())
+            .arg("sim")
+            .arg("--pty")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn qrescue sim");
+        let stdout: ChildStdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("qrescue sim printed its first JSON line within 20 s");
+        let ready: serde_json::Value =
+            serde_json::from_str(&first).unwrap_or_else(|e| panic!("bad JSON {first:?}: {e}"));
+        let pty = PathBuf::from(ready["pty"].as_str().expect("pty in the first line"));
+        Sim {
+            child,
+            pty,
+            ready,
+            lines: rx,
+        }
+    }
+
+    pub fn port(&self) -> &str {
+        self.pty.to_str().unwrap()
+    }
+
+    /// Wait (bounded) for a later JSON line whose "event" equals `event`.
+    pub fn wait_event(&self, event: &str, within: Duration) -> Option<serde_json::Value> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let line = self.lines.recv_timeout(left).ok()?;
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["event"] == event {
+                    return Some(v);
+                }
+            }
+        }
+    }
+
+    /// Stop with SIGTERM and wait (bounded) for exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Run `qrescue ARGS…` to completion with a time bound; returns its output.
+pub fn qrescue(args: &[&str], within: Duration) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn qrescue");
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().unwrap();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "qrescue {args:?} did not finish within {within:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The last JSON object printed on stdout.
+pub fn last_json(o: &Output) -> serde_json::Value {
+    let s = stdout(o);
+    let line = s
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in stdout: {s}\nstderr: {}", stderr(o)));
+    serde_json::from_str(line).unwrap()
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
