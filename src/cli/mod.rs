@@ -48,14 +48,10 @@ fn report_error(out: &Output, e: &crate::Error) {
 
 /// Run one parsed command line.
 pub fn run(cli: Cli) -> crate::Result<()> {
-    let out = Output { json: cli.json };
-    match cli.command {
-        _ => {
-            let _ = out;
-            Err(crate::Error::usage(
-                "this command is being built",
-                "see README.md",
-            ))
-        }
-    }
+    let _out = Output { json: cli.json };
+    let name = format!("{:?}", cli.command);
+    Err(crate::Error::usage(
+        format!("this command is not available in this build: {name}"),
+        "see README.md",
+    ))
 }
