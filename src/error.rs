@@ -67,7 +67,11 @@ impl Error {
     }
 
     /// A generic failure.
-    pub fn failure(what: impl Into<String>, why: impl Into<String>, next: impl Into<String>) -> Self {
+    pub fn failure(
+        what: impl Into<String>,
+        why: impl Into<String>,
+        next: impl Into<String>,
+    ) -> Self {
         Self::new(ErrorKind::Failure, what, why, next)
     }
 
@@ -158,7 +162,11 @@ mod tests {
 
     #[test]
     fn display_names_what_why_and_next() {
-        let e = Error::failure("the upload failed", "the modem refused it", "use the package's programmer");
+        let e = Error::failure(
+            "the upload failed",
+            "the modem refused it",
+            "use the package's programmer",
+        );
         let s = e.to_string();
         assert!(s.starts_with("the upload failed"));
         assert!(s.contains("why:  the modem refused it"));

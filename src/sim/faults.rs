@@ -111,9 +111,9 @@ impl FromStr for Fault {
             )),
             "consume-hello" => none(arg, Fault::ConsumeHello),
             "mid-session" => Ok(Fault::MidSession(opt(arg)?)),
-            "delay" => Ok(Fault::Delay(
-                opt(arg)?.ok_or_else(|| BadFault("delay needs milliseconds: delay:MS".into()))?,
-            )),
+            "delay" => Ok(Fault::Delay(opt(arg)?.ok_or_else(|| {
+                BadFault("delay needs milliseconds: delay:MS".into())
+            })?)),
             "done-pending" => none(arg, Fault::DonePending),
             "nak" => Ok(Fault::Nak(opt(arg)?)),
             "payload-too-large" => none(arg, Fault::PayloadTooLarge),

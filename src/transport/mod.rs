@@ -14,8 +14,6 @@ pub mod pty;
 pub mod pushback;
 pub mod serial;
 
-
-
 /// How bytes are delimited on this transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -126,3 +124,5 @@ pub fn read_exact(
     }
     Ok(())
 }
+
+pub use pushback::Pushback;

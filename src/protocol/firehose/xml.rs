@@ -155,7 +155,9 @@ pub fn parse_elements(doc: &[u8], limits: Limits) -> Result<Vec<Element>, XmlErr
         buf.clear();
     }
     if depth != 0 {
-        return Err(XmlError::Malformed("document ends inside an element".into()));
+        return Err(XmlError::Malformed(
+            "document ends inside an element".into(),
+        ));
     }
     Ok(out)
 }
@@ -307,7 +309,11 @@ mod tests {
     #[test]
     fn splitter_handles_merged_and_split_documents_and_raw_tail() {
         let a = device_document(&Element::new("log").attr("value", "one"));
-        let b = device_document(&Element::new("response").attr("value", "ACK").attr("rawmode", "true"));
+        let b = device_document(
+            &Element::new("response")
+                .attr("value", "ACK")
+                .attr("rawmode", "true"),
+        );
         let mut stream = a.clone();
         stream.extend_from_slice(&b);
         stream.extend_from_slice(&[0xAA; 10]);

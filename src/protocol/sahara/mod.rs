@@ -2,4 +2,4 @@
 
 pub mod packet;
 
-pub use packet::{ParseError, Packet};
+pub use packet::{Packet, ParseError};

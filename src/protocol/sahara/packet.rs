@@ -152,13 +152,19 @@ pub enum ParseError {
     /// A command number Sahara does not define (or WRITE_DATA, which no device implements).
     UnknownCommand { cmd: u32, length: u32 },
     /// The length field does not fit the command.
-    BadLength { cmd: u32, length: u32, expected: u32 },
+    BadLength {
+        cmd: u32,
+        length: u32,
+        expected: u32,
+    },
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParseError::Incomplete { needed } => write!(f, "incomplete packet ({needed} bytes needed)"),
+            ParseError::Incomplete { needed } => {
+                write!(f, "incomplete packet ({needed} bytes needed)")
+            }
             ParseError::FirehoseRunning => {
                 write!(f, "received Firehose XML instead of a Sahara packet")
             }
@@ -446,9 +452,7 @@ impl Packet {
                 len: u32_at(b, 12),
             },
             CMD_CMD_READY => Packet::CmdReady,
-            CMD_SWITCH_MODE => Packet::SwitchMode {
-                mode: u32_at(b, 8),
-            },
+            CMD_SWITCH_MODE => Packet::SwitchMode { mode: u32_at(b, 8) },
             CMD_EXECUTE => Packet::Execute { cmd: u32_at(b, 8) },
             CMD_EXECUTE_RESP => Packet::ExecuteResp {
                 cmd: u32_at(b, 8),
@@ -673,7 +677,10 @@ mod tests {
     fn bad_lengths_and_unknown_commands_are_errors() {
         let mut b = Packet::Done.encode();
         b[4] = 0x30;
-        assert!(matches!(Packet::parse(&b), Err(ParseError::BadLength { .. })));
+        assert!(matches!(
+            Packet::parse(&b),
+            Err(ParseError::BadLength { .. })
+        ));
         let mut u = vec![0u8; 8];
         u[0] = 0x77;
         assert!(matches!(
