@@ -2,4 +2,5 @@
 
 pub mod events;
 pub mod firehose;
+pub mod flash;
 pub mod sahara;
