@@ -2,8 +2,11 @@
 //! objects on stdout; logs go to stderr or `--log-file`; errors map to exit codes.
 
 pub mod args;
+pub mod firehose_cmds;
 pub mod logging;
 pub mod output;
+pub mod port;
+pub mod sahara_cmds;
 pub mod signals;
 
 use clap::Parser;
@@ -48,10 +51,17 @@ fn report_error(out: &Output, e: &crate::Error) {
 
 /// Run one parsed command line.
 pub fn run(cli: Cli) -> crate::Result<()> {
-    let _out = Output { json: cli.json };
-    let name = format!("{:?}", cli.command);
-    Err(crate::Error::usage(
-        format!("this command is not available in this build: {name}"),
-        "see README.md",
-    ))
+    let out = Output { json: cli.json };
+    match &cli.command {
+        Command::Info(a) => sahara_cmds::info(a, &out),
+        Command::Ramdump(a) => sahara_cmds::ramdump(a, &out),
+        Command::SaharaUpload(a) => sahara_cmds::upload(a, &out),
+        Command::Flash(a) => firehose_cmds::flash(a, &out),
+        Command::Read(a) => firehose_cmds::read(a, &out),
+        Command::StorageInfo(a) => firehose_cmds::storage_info(a, &out),
+        Command::Sim(_) | Command::Demo(_) => Err(crate::Error::usage(
+            "this command is not available in this build",
+            "see README.md",
+        )),
+    }
 }

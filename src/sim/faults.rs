@@ -195,6 +195,54 @@ impl FaultPlan {
         })
     }
 
+    /// `drop-after[:N]`: the byte count, drawn from `range` when not given.
+    pub fn drop_after(&mut self, range: std::ops::Range<u64>) -> Option<u64> {
+        self.number(
+            |f| match f {
+                Fault::DropAfter(v) => Some(*v),
+                _ => None,
+            },
+            range,
+        )
+    }
+
+    /// `refuse-programmer[:STATUS]`: the END_OF_IMAGE status (default 0x25, image auth failure).
+    pub fn refuse_programmer(&self) -> Option<u32> {
+        self.faults.iter().find_map(|f| match f {
+            Fault::RefuseProgrammer(v) => Some(v.unwrap_or(0x25)),
+            _ => None,
+        })
+    }
+
+    /// `consume-hello` is set.
+    pub fn consume_hello(&self) -> bool {
+        self.has(|f| matches!(f, Fault::ConsumeHello))
+    }
+
+    /// `mid-session[:DELAY_MS]`: the silence before END_OF_IMAGE, `default_ms` when not given.
+    pub fn mid_session_ms(&self, default_ms: u64) -> Option<u64> {
+        self.faults.iter().find_map(|f| match f {
+            Fault::MidSession(v) => Some(v.unwrap_or(default_ms)),
+            _ => None,
+        })
+    }
+
+    /// `delay:MS`: the response delay (the sum if given more than once), 0 when absent.
+    pub fn delay_ms(&self) -> u64 {
+        self.faults
+            .iter()
+            .map(|f| match f {
+                Fault::Delay(ms) => *ms,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// `done-pending` is set.
+    pub fn done_pending(&self) -> bool {
+        self.has(|f| matches!(f, Fault::DonePending))
+    }
+
     /// A seeded random number in `range`, for faults that need more randomness.
     pub fn draw(&mut self, range: std::ops::Range<u64>) -> u64 {
         if range.is_empty() {
@@ -240,6 +288,42 @@ mod tests {
         assert!("delay".parse::<Fault>().is_err());
         assert!("consume-hello:3".parse::<Fault>().is_err());
         assert!("nak:x".parse::<Fault>().is_err());
+    }
+
+    #[test]
+    fn boot_rom_fault_accessors() {
+        let faults: Vec<Fault> = [
+            "refuse-programmer",
+            "consume-hello",
+            "mid-session",
+            "delay:30",
+            "done-pending",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let p = FaultPlan::new(faults, 3);
+        assert_eq!(p.refuse_programmer(), Some(0x25));
+        assert!(p.consume_hello());
+        assert_eq!(p.mid_session_ms(5000), Some(5000));
+        assert_eq!(p.delay_ms(), 30);
+        assert!(p.done_pending());
+        let mut none = FaultPlan::none();
+        assert_eq!(none.refuse_programmer(), None);
+        assert!(!none.consume_hello() && !none.done_pending());
+        assert_eq!(none.mid_session_ms(5000), None);
+        assert_eq!(none.delay_ms(), 0);
+        assert_eq!(none.drop_after(1..10), None);
+        let mut q = FaultPlan::new(
+            vec![
+                "refuse-programmer:34".parse().unwrap(),
+                Fault::DropAfter(None),
+            ],
+            9,
+        );
+        assert_eq!(q.refuse_programmer(), Some(34));
+        let n = q.drop_after(100..200).unwrap();
+        assert!((100..200).contains(&n));
     }
 
     #[test]
