@@ -175,6 +175,10 @@ pub struct SimArgs {
     /// Storage behind the emulated programmer (default: the profile's).
     #[arg(long, value_enum)]
     pub storage: Option<StorageArg>,
+    /// Exact emulated storage layout (overrides --storage): nand-em12g, nand-ec25e, nand-eg25g,
+    /// nand-eg25g-256k-blocks, nand-eg25g-128m, emmc-msm8916, ufs-qcs6490.
+    #[arg(long, value_name = "NAME")]
+    pub storage_profile: Option<String>,
     /// Limit storage throughput in bytes/s (e.g. 4000000 for real NAND timing).
     #[arg(long, value_name = "BYTES_PER_S")]
     pub throttle: Option<u64>,

@@ -8,6 +8,7 @@ pub mod output;
 pub mod port;
 pub mod sahara_cmds;
 pub mod signals;
+pub mod sim_cmd;
 
 use clap::Parser;
 
@@ -59,7 +60,8 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Flash(a) => firehose_cmds::flash(a, &out),
         Command::Read(a) => firehose_cmds::read(a, &out),
         Command::StorageInfo(a) => firehose_cmds::storage_info(a, &out),
-        Command::Sim(_) | Command::Demo(_) => Err(crate::Error::usage(
+        Command::Sim(a) => sim_cmd::run(a, &out),
+        Command::Demo(_) => Err(crate::Error::usage(
             "this command is not available in this build",
             "see README.md",
         )),

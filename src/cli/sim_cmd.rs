@@ -1,0 +1,206 @@
+//! `qrescue sim`: run an emulated modem (boot ROM + Firehose programmer) on a pty until killed,
+//! announcing every change as one JSON line on stdout.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cli::args::{SimArgs, SimMode, StorageArg};
+use crate::cli::output::Output;
+use crate::cli::signals;
+use crate::sim::device::{self, DeviceConfig, RunOutcome};
+use crate::sim::faults::FaultPlan;
+use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
+use crate::sim::firehose::storage::StorageProfile;
+use crate::sim::profile::{self, Personality, Profile, UnitIdentity};
+use crate::sim::{AfterUpload, ProgrammerExit};
+use crate::transport::pty::PtyDevice;
+use crate::transport::Transport;
+use crate::{Error, ErrorKind};
+
+/// The unit profile for `name`, in the requested personality, with a per-unit identity from
+/// `seed` (two emulated modems with different seeds differ in serial and PK hash).
+pub fn unit_profile(name: &str, mode: SimMode, seed: u64) -> crate::Result<Profile> {
+    let base = Profile::by_name(name).ok_or_else(|| {
+        Error::usage(
+            format!("There is no emulated profile named '{name}'"),
+            format!("Choose one of: {}", Profile::names().join(", ")),
+        )
+    })?;
+    let p = base.for_unit(seed);
+    Ok(match mode {
+        SimMode::Crash if p.personality != Personality::CrashDump => p.crash_dump(),
+        _ => p,
+    })
+}
+
+/// The emulated storage behind the programmer.
+pub fn storage_profile(
+    unit: &Profile,
+    storage: Option<StorageArg>,
+    exact: Option<&str>,
+) -> crate::Result<StorageProfile> {
+    if let Some(name) = exact {
+        return StorageProfile::by_name(name).ok_or_else(|| {
+            Error::usage(
+                format!("There is no emulated storage layout named '{name}'"),
+                format!("Choose one of: {}", StorageProfile::NAMES.join(", ")),
+            )
+        });
+    }
+    let kind = storage.unwrap_or(match unit.storage {
+        profile::Storage::Nand => StorageArg::Nand,
+        profile::Storage::Emmc => StorageArg::Emmc,
+        profile::Storage::Ufs => StorageArg::Ufs,
+    });
+    let name = match kind {
+        StorageArg::Nand if unit.name.starts_with("ec25") => "nand-ec25e",
+        StorageArg::Nand => "nand-em12g",
+        StorageArg::Emmc => "emmc-msm8916",
+        StorageArg::Ufs => "ufs-qcs6490",
+    };
+    Ok(StorageProfile::by_name(name).expect("built-in storage names exist"))
+}
+
+/// Wraps the programmer so every hand-over and exit is announced.
+struct Announcing<'a> {
+    inner: &'a mut Programmer,
+    out: Output,
+}
+
+impl AfterUpload for Announcing<'_> {
+    fn serve(&mut self, link: &mut dyn Transport, unit: &UnitIdentity) -> ProgrammerExit {
+        self.out.always_json(
+            &json!({"event": "programmer_started", "serial": format!("0x{:08x}", unit.serial)}),
+        );
+        let exit = self.inner.serve(link, unit);
+        self.out.always_json(
+            &json!({"event": "programmer_exit", "reason": format!("{exit:?}").to_lowercase()}),
+        );
+        exit
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> crate::Result<()> {
+    let tmp = path.with_extension("qrescue-partial");
+    let io = |e: std::io::Error| {
+        Error::failure(
+            format!("Cannot write {}", path.display()),
+            "the emulator's report goes there",
+            "Choose another path or fix the folder's permissions",
+        )
+        .with_source(e)
+    };
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
+    let unit = unit_profile(&args.profile, args.mode, args.seed)?;
+    if let Some(path) = &args.write_programmer {
+        let image = unit.programmer(args.seed);
+        write_atomically(path, &image)?;
+        out.json_line(
+            &json!({"event": "programmer_written", "file": path, "bytes": image.len(),
+            "profile": unit.name, "serial": format!("0x{:08x}", unit.identity.serial)}),
+        );
+        out.line(format!(
+            "Wrote a fake Firehose programmer for emulated unit {} (serial 0x{:08x}, {} bytes) to {}",
+            unit.name,
+            unit.identity.serial,
+            image.len(),
+            path.display()
+        ));
+        return Ok(());
+    }
+    if args.emit_package.is_some() {
+        return Err(Error::usage(
+            "--emit-package is not available in this build",
+            "see README.md",
+        ));
+    }
+    if !args.pty {
+        return Err(Error::usage(
+            "qrescue sim needs --pty to expose the emulated modem",
+            "Run `qrescue sim --pty` and use the printed pty as --port in another terminal",
+        ));
+    }
+    let storage = storage_profile(&unit, args.storage, args.storage_profile.as_deref())?;
+    let faults = FaultPlan::new(args.faults.clone(), args.seed);
+    let mut programmer = Programmer::new(
+        &storage,
+        ProgrammerOptions {
+            throughput_limit: args.throttle,
+            faults: faults.clone(),
+            ..ProgrammerOptions::default()
+        },
+    );
+    let mut pty = PtyDevice::open().map_err(|e| {
+        Error::new(
+            ErrorKind::Failure,
+            "Cannot create a pseudo-terminal for the emulated modem",
+            "the emulator is exposed to other programs through a pty",
+            "Check that /dev/ptmx is available (devpts mounted)",
+        )
+        .with_source(e)
+    })?;
+    let personality = unit.personality;
+    let mut cfg = DeviceConfig::new(unit.clone()).with_faults(faults);
+    let mode = match personality {
+        Personality::Edl => "edl",
+        Personality::CrashDump => "crash",
+    };
+    out.always_json(&json!({
+        "event": "ready",
+        "pty": pty.slave_path(),
+        "mode": mode,
+        "usb_id": format!("05c6:{:04x}", unit.usb_pid),
+        "profile": unit.name,
+        "storage": storage.name(),
+        "serial": format!("0x{:08x}", unit.identity.serial),
+        "pk_hash": hex::encode(&unit.identity.pk_hash),
+        "faults": args.faults.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+        "seed": args.seed,
+    }));
+    let stop = signals::flag();
+    let outcome = {
+        let mut announcing = Announcing {
+            inner: &mut programmer,
+            out: *out,
+        };
+        device::run(&mut pty, &mut cfg, &mut announcing, stop)
+    };
+    let word = match outcome {
+        RunOutcome::Stopped => "stopped",
+        RunOutcome::PoweredOff => "powered_off",
+        RunOutcome::LinkLost => "link_lost",
+        RunOutcome::LinkDropped => "link_dropped",
+        RunOutcome::Rebooted => "rebooted",
+    };
+    if outcome != RunOutcome::Stopped {
+        out.always_json(&json!({"event": word}));
+        if outcome == RunOutcome::LinkDropped {
+            // Like a pulled cable: the port disappears for the host.
+            drop(pty);
+        }
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    if let Some(path) = &args.report {
+        let report = programmer.report();
+        let bytes = serde_json::to_vec_pretty(&report).map_err(|e| {
+            Error::failure(
+                "Cannot serialise the emulator report",
+                "this is a bug in qrescue",
+                "Report it with the command line used",
+            )
+            .with_source(e)
+        })?;
+        write_atomically(path, &bytes)?;
+    }
+    out.always_json(&json!({"event": "exit", "outcome": word}));
+    Ok(())
+}
