@@ -191,6 +191,9 @@ pub struct SimArgs {
     /// Write a complete fake Quectel-layout firmware package for this profile into DIR and exit.
     #[arg(long, value_name = "DIR")]
     pub emit_package: Option<PathBuf>,
+    /// With --emit-package: total size of the partition images in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 8)]
+    pub package_mib: u64,
 }
 
 #[derive(Debug, Args)]

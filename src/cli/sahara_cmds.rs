@@ -34,7 +34,7 @@ pub fn describe_info(info: &DeviceInfo) -> Vec<String> {
             .map(|n| format!(" — {n}"))
             .unwrap_or_default();
         lines.push(format!(
-            "  HW ID      {}  (MSM {}{name}, OEM 0x{:04x}, model 0x{:04x})",
+            "  HW ID      0x{}  (MSM 0x{}{name}, OEM 0x{:04x}, model 0x{:04x})",
             hw.hex, hw.msm_id_hex, hw.oem_id, hw.model_id
         ));
     }
@@ -43,7 +43,7 @@ pub fn describe_info(info: &DeviceInfo) -> Vec<String> {
             .map(|n| format!(" — {n}"))
             .unwrap_or_default();
         lines.push(format!(
-            "  chip ID v3 MSM {}{name}, OEM {}, model {}",
+            "  chip ID v3 MSM 0x{}{name}, OEM {}, model {}",
             c.msm_id_hex,
             c.oem_id.map(|o| format!("0x{o:04x}")).unwrap_or("?".into()),
             c.model_id

@@ -14,6 +14,7 @@ use crate::sim::device::{self, DeviceConfig, RunOutcome};
 use crate::sim::faults::FaultPlan;
 use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
 use crate::sim::firehose::storage::StorageProfile;
+use crate::sim::package_gen::{self, PackageOptions};
 use crate::sim::profile::{self, Personality, Profile, UnitIdentity};
 use crate::sim::{AfterUpload, ProgrammerExit};
 use crate::transport::pty::PtyDevice;
@@ -115,11 +116,35 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
         ));
         return Ok(());
     }
-    if args.emit_package.is_some() {
-        return Err(Error::usage(
-            "--emit-package is not available in this build",
-            "see README.md",
+    if let Some(dir) = &args.emit_package {
+        let storage = storage_profile(&unit, args.storage, args.storage_profile.as_deref())?;
+        let summary = package_gen::emit(
+            dir,
+            &unit,
+            &storage,
+            PackageOptions {
+                image_bytes: args.package_mib.saturating_mul(1 << 20),
+                seed: args.seed,
+            },
+        )?;
+        out.json_line(&json!({"event": "package_written", "package": summary}));
+        out.line(format!(
+            "Wrote a fake firmware package for emulated unit {} on {} to {} ({} files, {} of images).",
+            unit.name,
+            summary.storage,
+            dir.display(),
+            summary.files.len(),
+            crate::cli::output::bytes(summary.image_bytes)
         ));
+        for (r, p) in summary.rawprogram.iter().zip(&summary.patch) {
+            out.line(format!(
+                "  rawprogram {}\n  patch      {}",
+                r.display(),
+                p.display()
+            ));
+        }
+        out.line(format!("  programmer {}", summary.programmer.display()));
+        return Ok(());
     }
     if !args.pty {
         return Err(Error::usage(

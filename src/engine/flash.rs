@@ -254,23 +254,15 @@ fn program_step(p: &ProgramEntry, base: &Path, root: &Path) -> crate::Result<Opt
             "Flash this package with a command that plans sparse images, or convert the image with simg2img first",
         ));
     }
-    let sectors = if p.num_partition_sectors == 0 {
-        // "Size from the file": round up to whole sectors.
-        available.div_ceil(ss)
-    } else {
-        p.num_partition_sectors
-    };
-    let capacity = sectors.checked_mul(ss).ok_or_else(|| {
-        plan_error(
-            format!("{entry} declares an impossible size"),
-            "Fix the package XML",
-        )
-    })?;
-    if available > capacity {
+    // Like qdl and QFirehose, program only the image's sectors (rounded up, the last one
+    // zero-padded), not the whole partition: the partition entry bounds the image.
+    let sectors = available.div_ceil(ss);
+    if p.num_partition_sectors > 0 && sectors > p.num_partition_sectors {
         return Err(plan_error(
             format!(
-                "{entry}: the image {} has {available} bytes but the partition entry holds only {capacity} bytes",
-                path.as_str()
+                "{entry}: the image {} has {available} bytes but the partition entry holds only {} bytes",
+                path.as_str(),
+                p.num_partition_sectors.saturating_mul(ss)
             ),
             "The image does not belong to this layout; use the matching package",
         ));
@@ -380,10 +372,57 @@ fn read_xml(path: &Path, what: &str) -> crate::Result<Vec<u8>> {
     })
 }
 
+fn starts_at_zero(step: &FlashStep) -> bool {
+    let start = match step {
+        FlashStep::Erase { cmd, .. } => cmd.start_sector.as_deref(),
+        FlashStep::Program { cmd, .. } => Some(cmd.start_sector.as_str()),
+        _ => None,
+    };
+    start
+        .map(|s| s.trim_end_matches('.') == "0")
+        .unwrap_or(false)
+}
+
+/// The order Quectel's own tool uses on NAND (PROTOCOLS.md §8): erase the SBL (start sector 0)
+/// first, then every other erase, then every program except the SBL, and the SBL program last —
+/// so a flash interrupted anywhere leaves no half-valid boot chain that looks bootable. The
+/// emulated programmer, like the real one, refuses to program pages that were not erased, so
+/// the file order (where erases and programs interleave and the MIBIB is programmed before its
+/// erase) does not work on NAND. Identical erases (the files repeat some at the end) are sent
+/// once.
+fn nand_order(steps: Vec<FlashStep>) -> Vec<FlashStep> {
+    let mut sbl_erases = Vec::new();
+    let mut erases: Vec<FlashStep> = Vec::new();
+    let mut programs = Vec::new();
+    let mut sbl_programs = Vec::new();
+    for step in steps {
+        match (&step, starts_at_zero(&step)) {
+            (FlashStep::Erase { .. }, true) => sbl_erases.push(step),
+            (FlashStep::Erase { .. }, false) => erases.push(step),
+            (FlashStep::Program { .. }, true) => sbl_programs.push(step),
+            _ => programs.push(step),
+        }
+    }
+    let mut out: Vec<FlashStep> = Vec::new();
+    for step in sbl_erases.into_iter().chain(erases) {
+        let dup = out.iter().any(|o| match (o, &step) {
+            (FlashStep::Erase { cmd: a, .. }, FlashStep::Erase { cmd: b, .. }) => a == b,
+            _ => false,
+        });
+        if !dup {
+            out.push(step);
+        }
+    }
+    out.extend(programs);
+    out.extend(sbl_programs);
+    out
+}
+
 impl FlashPlan {
-    /// Build and validate a plan from a rawprogram XML and an optional patch XML. Steps follow
-    /// the file order (erases and programs interleaved as written), then the DISK patches, then
-    /// `setbootablestoragedrive` on eMMC/UFS when an sbl1/xbl partition is programmed.
+    /// Build and validate a plan from a rawprogram XML and an optional patch XML. On eMMC/UFS the
+    /// steps follow the file order; on NAND the vendor tool's order (see [`nand_order`]). Then
+    /// the DISK patches, then `setbootablestoragedrive` on eMMC/UFS when an sbl1/xbl partition is
+    /// programmed.
     pub fn from_xml(
         rawprogram: &Path,
         patch: Option<&Path>,
@@ -425,6 +464,9 @@ impl FlashPlan {
                     ))
                 }
             }
+        }
+        if storage == StorageKind::Nand {
+            steps = nand_order(steps);
         }
         if let Some(patch) = patch {
             let patches = parse_patch(&read_xml(patch, "patch")?)
@@ -738,16 +780,20 @@ mod tests {
         assert_eq!(plan.storage, StorageKind::Nand);
         assert_eq!(plan.steps.len(), 3);
         assert!(matches!(plan.steps[0], FlashStep::Erase { .. }));
-        match &plan.steps[2] {
+        // NAND order: the SBL program (start sector 0) comes last.
+        assert_eq!(plan.steps[2].name(), "sbl1");
+        match &plan.steps[1] {
             FlashStep::Program { cmd, source, name } => {
                 assert_eq!(name, "NON-HLOS");
                 assert_eq!(cmd.num_sectors, 3, "size from file, rounded up");
+                assert_eq!(cmd.last_sector, None);
                 assert_eq!(source.len, 9000);
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(plan.skipped.len(), 1);
-        assert_eq!(plan.total_bytes(), 640 * 4096 + 3 * 4096);
+        // sbl1: 5000 bytes = 2 sectors; NON-HLOS: 9000 bytes = 3 sectors.
+        assert_eq!(plan.total_bytes(), (2 + 3) * 4096);
     }
 
     #[test]
