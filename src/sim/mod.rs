@@ -10,6 +10,7 @@ pub mod firehose;
 pub mod linkfault;
 pub mod package_gen;
 pub mod profile;
+pub mod stoplink;
 
 use crate::transport::Transport;
 

@@ -1043,6 +1043,14 @@ impl HostMachine {
                     cmd,
                     &format!("status {status:#04x}, {}", status_text(status).0),
                 );
+                if cmd == exec::MSM_HW_ID
+                    && self.info.sahara_version.is_none()
+                    && self.info.chip_id_v3.is_none()
+                {
+                    // Version unknown (HELLO was missed) and the HW ID refused: a v3 device,
+                    // which reports its chip through chip ID v3 instead.
+                    self.queue.push(exec::CHIP_ID_V3);
+                }
                 self.next_command()
             }
             _ => self.unexpected(&p),
@@ -1683,6 +1691,68 @@ mod tests {
             .notes
             .iter()
             .any(|n| n.contains("SBL version not available (empty answer)")));
+    }
+
+    #[test]
+    fn command_mode_with_unknown_version_falls_back_to_chip_id_v3() {
+        let mut chip = vec![0u8; 48];
+        chip[36..40].copy_from_slice(&0x001a_60e1u32.to_le_bytes());
+        let answer = |cmd| match cmd {
+            exec::SERIAL_NUM => Some(vec![1, 2, 3, 4]),
+            exec::CHIP_ID_V3 => Some(chip.clone()),
+            _ => None,
+        };
+        // HELLO was missed: the unsolicited HELLO_RESP (mode 3) gets CMD_READY.
+        let mut m = HostMachine::new(Goal::Info);
+        assert_eq!(m.on_timeout(), vec![resp(2, 3)]);
+        let mut asked = Vec::new();
+        let mut a = m.feed(Packet::CmdReady);
+        while let [Action::Send(Packet::Execute { cmd })] = a.as_slice() {
+            let cmd = *cmd;
+            asked.push(cmd);
+            a = match answer(cmd) {
+                Some(d) => {
+                    m.feed(Packet::ExecuteResp {
+                        cmd,
+                        data_len: d.len() as u32,
+                    });
+                    m.feed_raw(&d)
+                }
+                None => m.feed(Packet::EndOfImage {
+                    image_id: 0,
+                    status: 0x1F,
+                }),
+            };
+        }
+        // The HW ID (asked last) was refused, so chip ID v3 was asked after it.
+        assert_eq!(asked, vec![1, 3, 7, 2, 0x0A]);
+        assert_eq!(a, vec![Action::Send(Packet::SwitchMode { mode: 0 })]);
+        let a = m.feed(hello(3, 0));
+        let Some(Outcome::Info(i)) = done(&a) else {
+            panic!("{a:?}")
+        };
+        assert!(i.hw_id.is_none());
+        assert_eq!(i.chip_id_v3.as_ref().unwrap().msm_id, 0x001a_60e1);
+
+        // A v2 device that answers the HW ID is not asked for chip ID v3.
+        let mut m = HostMachine::new(Goal::Info);
+        m.on_timeout();
+        let mut asked = Vec::new();
+        let mut a = m.feed(Packet::CmdReady);
+        while let [Action::Send(Packet::Execute { cmd })] = a.as_slice() {
+            let cmd = *cmd;
+            asked.push(cmd);
+            a = if cmd == exec::MSM_HW_ID {
+                m.feed(Packet::ExecuteResp { cmd, data_len: 8 });
+                m.feed_raw(&0x0004_80e1_0000_0000u64.to_le_bytes())
+            } else {
+                m.feed(Packet::EndOfImage {
+                    image_id: 0,
+                    status: 0x1F,
+                })
+            };
+        }
+        assert_eq!(asked, vec![1, 3, 7, 2]);
     }
 
     #[test]
