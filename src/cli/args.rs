@@ -53,6 +53,15 @@ pub enum Command {
     Read(ReadArgs),
     /// Ask the programmer about the storage (geometry, size, type).
     StorageInfo(StorageInfoArgs),
+    /// Measure upload and flash throughput, CPU time and memory against the emulator.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Smaller sizes and fewer repetitions (for a quick look; the README figures use the full run).
+    #[arg(long)]
+    pub quick: bool,
 }
 
 #[derive(Debug, Args)]

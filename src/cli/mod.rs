@@ -2,6 +2,7 @@
 //! objects on stdout; logs go to stderr or `--log-file`; errors map to exit codes.
 
 pub mod args;
+pub mod bench;
 pub mod firehose_cmds;
 pub mod logging;
 pub mod output;
@@ -61,6 +62,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Read(a) => firehose_cmds::read(a, &out),
         Command::StorageInfo(a) => firehose_cmds::storage_info(a, &out),
         Command::Sim(a) => sim_cmd::run(a, &out),
+        Command::Bench(a) => bench::run(a, &out),
         Command::Demo(_) => Err(crate::Error::usage(
             "this command is not available in this build",
             "see README.md",

@@ -99,6 +99,9 @@ pub struct FirehoseSession<T: Transport> {
     logs: Vec<String>,
     opts: FirehoseOptions,
     rx: Vec<u8>,
+    /// The start of the last device document that could not be parsed (reset per wait), so a
+    /// wait that ends without an answer can say the answer arrived garbled.
+    garbled: Option<String>,
 }
 
 fn elapsed_s(d: Duration) -> String {
@@ -120,6 +123,7 @@ impl<T: Transport> FirehoseSession<T> {
             logs: Vec::new(),
             opts,
             rx: vec![0; RX_BUF],
+            garbled: None,
         }
     }
 
@@ -184,6 +188,19 @@ impl<T: Transport> FirehoseSession<T> {
         )
     }
 
+    /// The device answered, but with a document that does not parse, and nothing readable
+    /// followed within `after`: whether the command was carried out is unknown.
+    fn garbled_answer(&self, name: &str, doc: &str, after: Duration) -> Error {
+        Error::failure(
+            format!("The programmer's answer to {name} could not be read"),
+            format!(
+                "It sent a malformed XML document ({doc:?}) and nothing readable within {}, so it is unknown whether {name} was carried out",
+                elapsed_s(after)
+            ),
+            "Power-cycle the modem into download mode and run the flash again; if it repeats, try another cable or port (avoid hubs)",
+        )
+    }
+
     fn transport_error(&self, e: TransportError, during: &str, after: Duration) -> Error {
         match e {
             TransportError::Timeout { .. } => self.stalled(during, after),
@@ -235,11 +252,14 @@ impl<T: Transport> FirehoseSession<T> {
                 Ok(Some(doc)) => {
                     match parse_device_document(&doc) {
                         Ok(msgs) => self.held.extend(msgs),
-                        Err(e) => tracing::warn!(
-                            target: "qrescue::firehose",
-                            "ignoring an unreadable document from the device ({e}): {:?}",
-                            String::from_utf8_lossy(&doc[..doc.len().min(200)])
-                        ),
+                        Err(e) => {
+                            let head = String::from_utf8_lossy(&doc[..doc.len().min(200)]);
+                            tracing::warn!(
+                                target: "qrescue::firehose",
+                                "ignoring an unreadable document from the device ({e}): {head:?}"
+                            );
+                            self.garbled = Some(head.chars().take(120).collect());
+                        }
                     }
                     continue;
                 }
@@ -297,9 +317,13 @@ impl<T: Transport> FirehoseSession<T> {
         let deadline = Instant::now() + timeout;
         let during = format!("waiting for the answer to {name}");
         let mut ex = Exchange::default();
+        self.garbled = None;
         loop {
             match self.next_message(deadline, &during)? {
                 None => {
+                    if let Some(doc) = self.garbled.take() {
+                        return Err(self.garbled_answer(name, &doc, timeout));
+                    }
                     return Err(self.stalled(&format!("waiting for the answer to {name}"), timeout));
                 }
                 Some(DeviceMessage::Log(l)) => {

@@ -3,4 +3,5 @@
 pub mod events;
 pub mod firehose;
 pub mod flash;
+pub mod partitions;
 pub mod sahara;

@@ -1,4 +1,5 @@
 //! Sans-IO protocol code: bytes in, actions out. No I/O, no clocks, no sleeps.
 
 pub mod firehose;
+pub mod partitions;
 pub mod sahara;

@@ -418,15 +418,27 @@ fn emit_block(
     };
     for lun in luns {
         let n = storage.num_sectors(lun).unwrap_or(0);
-        // The GPT as the factory wrote it: protective MBR + header + entry array, and the
-        // backup (entry array + header) at the end.
-        let first_usable = regions
-            .iter()
-            .filter(|r| r.lun == lun)
-            .map(|r| r.start_sector)
-            .min()
-            .unwrap_or(34);
+        // The GPT as the factory wrote it: protective MBR + header + the space reserved for
+        // the entry array up to FirstUsableLBA, and the backup (array space + header) at the
+        // end. The header says where the partitions may start (the first partition may start
+        // much later) and how many bytes its array CRC covers (entries × entry size, which can
+        // be less than the reserved space).
+        let header = storage.read_sectors(lun, 1, 1).map_err(|e| {
+            Error::failure(
+                format!("cannot read the emulated GPT: {e:?}"),
+                "bug",
+                "report it",
+            )
+        })?;
+        let le = |at: usize, n: usize| {
+            header[at..at + n]
+                .iter()
+                .rev()
+                .fold(0u64, |v, b| (v << 8) | u64::from(*b))
+        };
+        let first_usable = le(40, 8);
         let array_sectors = first_usable - 2;
+        let array_bytes = le(80, 4) * le(84, 4);
         let main = storage.read_sectors(lun, 0, first_usable).map_err(|e| {
             Error::failure(
                 format!("cannot read the emulated GPT: {e:?}"),
@@ -478,7 +490,6 @@ fn emit_block(
         let raw_rel = format!("rawprogram{lun}.xml");
         w.text(&raw_rel, &xml)?;
         // The CRC fix-ups real packages end with, evaluated on the device in order.
-        let array_bytes = array_sectors * ss;
         let p = |start: &str, off: u32, size: u32, value: &str, what: &str| {
             format!("  <patch SECTOR_SIZE_IN_BYTES=\"{ss}\" byte_offset=\"{off}\" filename=\"DISK\" physical_partition_number=\"{lun}\" size_in_bytes=\"{size}\" start_sector=\"{start}\" value=\"{value}\" what=\"{what}\"/>\n")
         };

@@ -1,0 +1,406 @@
+//! `qrescue bench`: measures what the issues ask for and prints a table (never a pass/fail):
+//! Sahara upload of a 600 KiB programmer in-process and over a pty; flash throughput of a
+//! 64 MiB image in-process and over a pty (MB/s and CPU seconds); peak RSS of `qrescue flash`
+//! writing a 512 MiB package through a pty to `qrescue sim` (it must stream, not load images).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::cli::args::BenchArgs;
+use crate::cli::output::{self, Output};
+use crate::engine::events::{EngineEvent, StepKind};
+use crate::engine::flash::{self, FlashJob, FlashPlan};
+use crate::engine::sahara::{SaharaConfig, SaharaSession};
+use crate::sim::device::{self, DeviceConfig, RunOutcome};
+use crate::sim::elf::{self, ElfClass};
+use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
+use crate::sim::firehose::storage::StorageProfile;
+use crate::sim::profile::Profile;
+use crate::sim::stoplink::StopLink;
+use crate::transport::pipe;
+use crate::transport::pty::PtyDevice;
+use crate::transport::serial::SerialTransport;
+use crate::transport::{Framing, Transport};
+use crate::{Error, ErrorKind};
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    pub detail: String,
+}
+
+fn fig(name: &str, value: f64, unit: &str, detail: String) -> Figure {
+    Figure {
+        name: name.into(),
+        value,
+        unit: unit.into(),
+        detail,
+    }
+}
+
+fn bench_error(what: impl Into<String>, e: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Failure,
+        what,
+        format!("the benchmark could not run: {e}"),
+        "Run with -v for details",
+    )
+}
+
+/// CPU seconds (user + system) of the calling thread.
+fn thread_cpu() -> f64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+}
+
+/// CPU seconds (user + system) of the whole process.
+fn process_cpu() -> f64 {
+    // SAFETY: as above.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+}
+
+fn tv(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
+}
+
+/// An emulated unit serving `link` on a thread until stopped.
+struct Unit {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<RunOutcome>>,
+}
+
+impl Unit {
+    fn start<L: Transport + 'static>(
+        mut link: L,
+        profile: Profile,
+        storage: StorageProfile,
+    ) -> Unit {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut programmer = Programmer::new(
+                &storage,
+                ProgrammerOptions {
+                    welcome_delay: Duration::from_millis(20),
+                    ..ProgrammerOptions::default()
+                },
+            );
+            let mut cfg = DeviceConfig::new(profile);
+            let mut link = StopLink::new(&mut link, &flag);
+            device::run(&mut link, &mut cfg, &mut programmer, &flag)
+        });
+        Unit {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Unit {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Upload a 600 KiB programmer `runs` times; returns the median seconds.
+fn upload_bench(over_pty: bool, runs: usize) -> crate::Result<f64> {
+    let profile = Profile::by_name("ec25").expect("built-in profile");
+    let image = elf::generate_programmer(&profile.identity.pk_hash, 600 * 1024, ElfClass::Elf32, 7);
+    let storage = StorageProfile::by_name("nand-ec25e").expect("built-in storage");
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let secs = if over_pty {
+            let dev = PtyDevice::open().map_err(|e| bench_error("cannot open a pty", e))?;
+            let path = dev.slave_path().to_path_buf();
+            let _unit = Unit::start(dev, profile.clone(), storage.clone());
+            let host =
+                SerialTransport::open(&path).map_err(|e| bench_error("cannot open the pty", e))?;
+            timed_upload(host, &image)?
+        } else {
+            let (host, dev) = pipe::pair(Framing::Stream);
+            let _unit = Unit::start(dev, profile.clone(), storage.clone());
+            timed_upload(host, &image)?
+        };
+        times.push(secs);
+    }
+    Ok(median(times))
+}
+
+fn timed_upload<T: Transport>(t: T, image: &[u8]) -> crate::Result<f64> {
+    let mut s = SaharaSession::new(t, SaharaConfig::default());
+    let started = Instant::now();
+    let r = s.upload(image, &mut |_| {})?;
+    if r.notes.iter().any(|n| n.contains("HELLO was not seen")) {
+        return Err(bench_error(
+            "the benchmark missed the HELLO",
+            "timing would include the 1 s recovery",
+        ));
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// A one-image NAND package: erase + program of a 64 MiB image into the EM12-G "cache"
+/// partition (760 blocks of 256 KiB).
+fn one_image_package(dir: &Path, bytes: u64) -> crate::Result<PathBuf> {
+    use rand::{RngCore, SeedableRng};
+    let img = dir.join("image.bin");
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&img).map_err(|e| bench_error("cannot create the image", e))?,
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        std::io::Write::write_all(&mut f, &buf[..n])
+            .map_err(|e| bench_error("cannot write the image", e))?;
+        left -= n as u64;
+    }
+    std::io::Write::flush(&mut f).map_err(|e| bench_error("cannot write the image", e))?;
+    let storage = crate::sim::firehose::storage::Storage::new(
+        &StorageProfile::by_name("nand-em12g").expect("built-in storage"),
+    );
+    let cache = storage
+        .mibib_partitions()
+        .and_then(|t| t.into_iter().find(|p| p.label() == "cache"))
+        .ok_or_else(|| bench_error("no cache partition in the emulated EM12-G table", "?"))?;
+    let start = u64::from(cache.first_block) * 64;
+    let n = u64::from(cache.num_blocks) * 64;
+    let xml = format!(
+        "<?xml version=\"1.0\" ?>\n<data>\n  <erase PAGES_PER_BLOCK=\"64\" SECTOR_SIZE_IN_BYTES=\"4096\" label=\"cache\" last_sector=\"{}\" num_partition_sectors=\"{n}\" physical_partition_number=\"0\" start_sector=\"{start}\"/>\n  <program PAGES_PER_BLOCK=\"64\" SECTOR_SIZE_IN_BYTES=\"4096\" filename=\"image.bin\" label=\"cache\" last_sector=\"{}\" num_partition_sectors=\"{n}\" physical_partition_number=\"0\" start_sector=\"{start}\"/>\n</data>\n",
+        start + n - 1,
+        start + n - 1
+    );
+    let p = dir.join("rawprogram_nand_p4K_b256K_update.xml");
+    std::fs::write(&p, xml).map_err(|e| bench_error("cannot write the XML", e))?;
+    Ok(p)
+}
+
+struct FlashFigures {
+    mb_per_s: f64,
+    host_cpu_s: f64,
+    process_cpu_s: f64,
+}
+
+fn flash_bench(over_pty: bool, xml: &Path) -> crate::Result<FlashFigures> {
+    let profile = Profile::by_name("rm502q").expect("built-in profile");
+    let storage = StorageProfile::by_name("nand-em12g").expect("built-in storage");
+    let plan = FlashPlan::from_xml(xml, None, None)?;
+    let job = FlashJob {
+        programmer: Some(profile.programmer(1)),
+        reset: None,
+        ..FlashJob::default()
+    };
+    let run = |t: &mut dyn Transport| -> crate::Result<FlashFigures> {
+        let mut program = None;
+        let mut program_index = None;
+        let cpu0 = thread_cpu();
+        let pcpu0 = process_cpu();
+        flash::run(
+            t,
+            &plan,
+            &job,
+            &mut |e| {
+                if let EngineEvent::StepStarted { index, kind, .. } = &e {
+                    if *kind == StepKind::Program {
+                        program_index = Some(*index);
+                    }
+                }
+                if let EngineEvent::StepFinished {
+                    index,
+                    bytes,
+                    elapsed_ms,
+                    ..
+                } = e
+                {
+                    if Some(index) == program_index {
+                        program = Some((bytes, elapsed_ms));
+                    }
+                }
+            },
+            &AtomicBool::new(false),
+        )?;
+        let (bytes, ms) = program.ok_or_else(|| bench_error("no program step ran", "?"))?;
+        Ok(FlashFigures {
+            mb_per_s: bytes as f64 / (ms.max(1) as f64 / 1000.0) / 1e6,
+            host_cpu_s: thread_cpu() - cpu0,
+            process_cpu_s: process_cpu() - pcpu0,
+        })
+    };
+    if over_pty {
+        let dev = PtyDevice::open().map_err(|e| bench_error("cannot open a pty", e))?;
+        let path = dev.slave_path().to_path_buf();
+        let _unit = Unit::start(dev, profile.clone(), storage);
+        let mut host =
+            SerialTransport::open(&path).map_err(|e| bench_error("cannot open the pty", e))?;
+        run(&mut host)
+    } else {
+        let (mut host, dev) = pipe::pair(Framing::Stream);
+        let _unit = Unit::start(dev, profile.clone(), storage);
+        run(&mut host)
+    }
+}
+
+/// Peak RSS (KiB) of `qrescue flash` writing a package of about `mib` MiB to `qrescue sim`
+/// through a pty, both as child processes of this one.
+fn rss_bench(dir: &Path, mib: u64) -> crate::Result<(u64, u64, f64)> {
+    let exe = std::env::current_exe().map_err(|e| bench_error("cannot find qrescue", e))?;
+    let pkg = dir.join("pkg");
+    let unit = Profile::by_name("rm502q").expect("built-in").for_unit(1);
+    let storage = StorageProfile::by_name("emmc-msm8916").expect("built-in");
+    let summary = crate::sim::package_gen::emit(
+        &pkg,
+        &unit,
+        &storage,
+        crate::sim::package_gen::PackageOptions {
+            image_bytes: mib << 20,
+            seed: 1,
+        },
+    )?;
+    let mut sim = Command::new(&exe)
+        .args(["sim", "--pty", "--profile", "rm502q", "--storage", "emmc"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| bench_error("cannot start qrescue sim", e))?;
+    let mut first = String::new();
+    {
+        use std::io::BufRead;
+        let stdout = sim.stdout.take().expect("piped");
+        let mut r = std::io::BufReader::new(stdout);
+        r.read_line(&mut first)
+            .map_err(|e| bench_error("qrescue sim did not start", e))?;
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                sink.clear();
+            }
+        });
+    }
+    let ready: serde_json::Value =
+        serde_json::from_str(&first).map_err(|e| bench_error("qrescue sim did not start", e))?;
+    let pty = ready["pty"].as_str().unwrap_or_default().to_string();
+    let started = Instant::now();
+    let flash = Command::new(&exe)
+        .args(["flash", "--port", &pty, "--no-reset", "--rawprogram"])
+        .arg(&summary.rawprogram[0])
+        .arg("--patch")
+        .arg(&summary.patch[0])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| bench_error("cannot start qrescue flash", e))?;
+    let pid = flash.id() as libc::pid_t;
+    // wait4 gives the child's own peak RSS (ru_maxrss, KiB on Linux).
+    let mut status = 0;
+    // SAFETY: plain wait4 on our own child; the rusage struct is ours.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::wait4(pid, &mut status, 0, &mut ru);
+        ru
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sim.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = sim.wait();
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err(bench_error(
+            "qrescue flash failed during the RSS benchmark",
+            format!("status {status}"),
+        ));
+    }
+    Ok((ru.ru_maxrss as u64, summary.image_bytes, secs))
+}
+
+pub fn run(args: &BenchArgs, out: &Output) -> crate::Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| bench_error("cannot create a temp folder", e))?;
+    let mut figures = Vec::new();
+    let runs = if args.quick { 3 } else { 9 };
+    out.line("Measuring (the emulator runs unthrottled, in this process unless noted)…");
+
+    let up = upload_bench(false, runs)?;
+    figures.push(fig(
+        "sahara upload 600 KiB, in-process",
+        up * 1000.0,
+        "ms",
+        format!("median of {runs}; {}", output::rate(600.0 * 1024.0 / up)),
+    ));
+    let up = upload_bench(true, runs)?;
+    figures.push(fig(
+        "sahara upload 600 KiB, over a pty",
+        up * 1000.0,
+        "ms",
+        format!("median of {runs}; {}", output::rate(600.0 * 1024.0 / up)),
+    ));
+
+    let mib = if args.quick { 16 } else { 64 };
+    let xml = one_image_package(dir.path(), mib << 20)?;
+    for (pty, name) in [(false, "in-process"), (true, "over a pty")] {
+        let f = flash_bench(pty, &xml)?;
+        figures.push(fig(
+            &format!("flash {mib} MiB NAND image, {name}"),
+            f.mb_per_s,
+            "MB/s",
+            format!(
+                "8 KiB payloads; host thread CPU {:.2} s ({:.1} s/GiB), whole process CPU {:.2} s (incl. emulator)",
+                f.host_cpu_s,
+                f.host_cpu_s * 1024.0 / mib as f64,
+                f.process_cpu_s
+            ),
+        ));
+    }
+
+    let rss_mib = if args.quick { 64 } else { 512 };
+    let (rss_kib, bytes, secs) = rss_bench(dir.path(), rss_mib)?;
+    figures.push(fig(
+        &format!("peak RSS of qrescue flash, {rss_mib} MiB package"),
+        rss_kib as f64 / 1024.0,
+        "MiB",
+        format!(
+            "{} of eMMC images through a pty to qrescue sim in {:.1} s ({})",
+            output::bytes(bytes),
+            secs,
+            output::rate(bytes as f64 / secs.max(1e-6))
+        ),
+    ));
+
+    out.json_line(&serde_json::json!({ "event": "bench", "figures": figures }));
+    out.line(format!("{:<48} {:>12}  detail", "figure", "value"));
+    for f in &figures {
+        out.line(format!(
+            "{:<48} {:>8.2} {:<4} {}",
+            f.name, f.value, f.unit, f.detail
+        ));
+    }
+    Ok(())
+}
