@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::engine::events::{EngineEvent, ProgressThrottle, StepInfo, StepKind, Weights};
 use crate::engine::firehose::{
-    Erase, FirehoseOptions, FirehoseSession, Patch, PowerMode, Program, StorageKind,
+    Erase, FirehoseOptions, FirehoseSession, Patch, PowerMode, Program, StorageInfo, StorageKind,
 };
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
 use crate::package::rawprogram::{
@@ -497,6 +497,97 @@ impl FlashPlan {
     pub fn total_bytes(&self) -> u64 {
         self.steps.iter().map(FlashStep::bytes).sum()
     }
+
+    /// Check every erase/program step against the geometry the device reports (getstorageinfo),
+    /// before anything destructive is sent: on NAND the sector size must be the page size,
+    /// PAGES_PER_BLOCK must match, steps must start on a block and end inside the device; on
+    /// eMMC/UFS literal ranges must lie inside the LUN. A package for another flash part is
+    /// refused here with nothing erased — the device's own refusal ("start_sector unaligned")
+    /// would only come after the SBL erase that the vendor order sends first.
+    pub fn validate_geometry(&self, lun0: &StorageInfo) -> crate::Result<()> {
+        let refuse = |what: String, why: String| {
+            Err(Error::new(
+                ErrorKind::Failure,
+                what,
+                why,
+                "Nothing was written. Use the package built for this module's exact variant (its flash size and block size); the modem is still in download mode",
+            ))
+        };
+        for step in &self.steps {
+            let (name, ss, lun, start, count, ppb, last) = match step {
+                FlashStep::Erase { name, cmd } => (
+                    name,
+                    cmd.sector_size,
+                    cmd.physical_partition,
+                    cmd.start_sector.as_deref(),
+                    cmd.num_sectors,
+                    cmd.pages_per_block,
+                    cmd.last_sector,
+                ),
+                FlashStep::Program { name, cmd, .. } => (
+                    name,
+                    cmd.sector_size,
+                    cmd.physical_partition,
+                    Some(cmd.start_sector.as_str()),
+                    Some(cmd.num_sectors),
+                    cmd.pages_per_block,
+                    cmd.last_sector,
+                ),
+                _ => continue,
+            };
+            if lun != 0 {
+                continue;
+            }
+            let start = start.and_then(|s| s.trim_end_matches('.').parse::<u64>().ok());
+            if self.storage == StorageKind::Nand {
+                let (Some(page), Some(dev_ppb)) = (lun0.page_size, lun0.pages_per_block()) else {
+                    continue;
+                };
+                if u64::from(ss) != page {
+                    return refuse(
+                        format!("The package writes {name} in {ss}-byte pages, but this modem's NAND has {page}-byte pages"),
+                        "the package was built for a different flash chip".into(),
+                    );
+                }
+                if let Some(p) = ppb {
+                    if u64::from(p) != dev_ppb {
+                        return refuse(
+                            format!("The package says {p} pages per block for {name}, but this modem's NAND has {dev_ppb}"),
+                            "the package was built for a NAND with a different block size (e.g. p2K_b128K vs 256 KiB blocks)".into(),
+                        );
+                    }
+                }
+                if let Some(st) = start {
+                    if st % dev_ppb != 0 {
+                        return refuse(
+                            format!("{name} starts at page {st}, which is not on a {dev_ppb}-page block boundary of this modem's NAND"),
+                            "the package was built for a NAND with a different block size".into(),
+                        );
+                    }
+                    let end = last
+                        .map(|l| l.saturating_add(1))
+                        .or(count.map(|c| st.saturating_add(c)));
+                    if let (Some(end), Some(blocks)) = (end, lun0.total_blocks) {
+                        let total = blocks.saturating_mul(dev_ppb);
+                        if end > total {
+                            return refuse(
+                                format!("{name} reaches page {end}, past the end of this modem's NAND ({total} pages)"),
+                                "the package is for a bigger flash variant".into(),
+                            );
+                        }
+                    }
+                }
+            } else if let (Some(st), Some(c), Some(total)) = (start, count, lun0.total_blocks) {
+                if lun0.block_size == Some(u64::from(ss)) && st.saturating_add(c) > total {
+                    return refuse(
+                        format!("{name} ends at sector {}, past the end of this modem's storage ({total} sectors)", st.saturating_add(c)),
+                        "the package is for a bigger storage".into(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a finished flash did.
@@ -687,7 +778,11 @@ fn run_steps<T: Transport>(
     let mut sahara = SaharaSession::new(transport, job.sahara.clone());
     if let Some(programmer) = &job.programmer {
         let report = runner.step(index, &infos[index], |progress| {
-            sahara.upload(programmer, &mut |p| progress(p.bytes_sent))
+            let r = sahara.upload(programmer, &mut |p| progress(p.bytes_sent))?;
+            // The boot ROM reads only the programmer's loadable parts (headers and segments),
+            // usually less than the file: the step is complete when it says so.
+            progress(programmer.len() as u64);
+            Ok(r)
         })?;
         uploaded = !report.already_running;
         if report.already_running {
@@ -698,9 +793,20 @@ fn run_steps<T: Transport>(
         index += 1;
     }
     let mut fh = FirehoseSession::new(sahara.into_transport(), Vec::new(), job.firehose.clone());
-    let negotiated = runner.step(index, &infos[index], |_| {
+    // Configure, then check the plan against the geometry the device reports, all before the
+    // first destructive command. A programmer without getstorageinfo leaves the checks to the
+    // device itself.
+    let (negotiated, described) = runner.step(index, &infos[index], |_| {
         fh.wait_ready()?;
-        fh.configure(plan.storage)
+        let n = fh.configure(plan.storage)?;
+        let described = match fh.storage_info(0) {
+            Ok(info) if !info.is_empty() => {
+                plan.validate_geometry(&info)?;
+                true
+            }
+            _ => false,
+        };
+        Ok((n, described))
     })?;
     (runner.emit)(EngineEvent::Log {
         message: format!(
@@ -709,6 +815,11 @@ fn run_steps<T: Transport>(
             negotiated.max_payload_to_target
         ),
     });
+    if !described {
+        (runner.emit)(EngineEvent::Log {
+            message: "The programmer did not describe its storage; geometry is checked by the device only".into(),
+        });
+    }
     index += 1;
     for step in &plan.steps {
         if cancel.load(Ordering::SeqCst) {
@@ -843,6 +954,50 @@ mod tests {
         );
         let e = FlashPlan::from_xml(&xml, None, None).unwrap_err();
         assert!(e.what.contains("whole storage"), "{e}");
+    }
+
+    fn nand_info(page: u64, ppb: u64, blocks: u64) -> StorageInfo {
+        StorageInfo {
+            total_blocks: Some(blocks),
+            block_size: Some(page * ppb),
+            page_size: Some(page),
+            ..StorageInfo::default()
+        }
+    }
+
+    #[test]
+    fn geometry_is_checked_against_what_the_device_reports() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "update/boot.img", &[1u8; 3000]);
+        let xml = write(
+            d.path(),
+            "update/firehose/rawprogram_nand_p2K_b128K_update.xml",
+            br#"<data>
+  <erase PAGES_PER_BLOCK="64" SECTOR_SIZE_IN_BYTES="2048" num_partition_sectors="640" physical_partition_number="0" start_sector="0"/>
+  <erase PAGES_PER_BLOCK="64" SECTOR_SIZE_IN_BYTES="2048" num_partition_sectors="64" physical_partition_number="0" start_sector="960"/>
+  <program PAGES_PER_BLOCK="64" SECTOR_SIZE_IN_BYTES="2048" filename="..\\boot.img" num_partition_sectors="64" physical_partition_number="0" start_sector="960"/>
+</data>"#,
+        );
+        let plan = FlashPlan::from_xml(&xml, None, None).unwrap();
+        // The part the package was built for: 2 KiB pages, 64 per block, 1024 blocks.
+        plan.validate_geometry(&nand_info(2048, 64, 1024)).unwrap();
+        // A 128-page-per-block part (EG25 256 MB with 256 KiB blocks).
+        let e = plan
+            .validate_geometry(&nand_info(2048, 128, 1024))
+            .unwrap_err();
+        assert!(e.what.contains("64 pages per block"), "{e}");
+        assert!(e.next.starts_with("Nothing was written"), "{e}");
+        // A smaller part: the erase at 960..1024 does not fit 15 blocks.
+        let e = plan
+            .validate_geometry(&nand_info(2048, 64, 15))
+            .unwrap_err();
+        assert!(e.what.contains("past the end"), "{e}");
+        assert!(e.why.contains("bigger flash variant"), "{e}");
+        // 4 KiB pages.
+        let e = plan
+            .validate_geometry(&nand_info(4096, 64, 1024))
+            .unwrap_err();
+        assert!(e.what.contains("4096-byte pages"), "{e}");
     }
 
     #[test]

@@ -92,6 +92,18 @@ const TABLE: &[Matcher] = &[
         })
     },
     |l| {
+        (contains_ci(l, "NAND write failure") || contains_ci(l, "program page failed")).then(|| {
+            simple(
+                "nand_write_failure",
+                Advice::Stop,
+                "The modem's NAND failed to write a page",
+                "The flash chip reported a write error: the partition being written is incomplete and the modem will not boot from it",
+                "Run the same flash once more (the modem stays in download mode). If it fails again at the same page, the NAND is failing: stop and save a full backup of what still reads",
+                l,
+            )
+        })
+    },
+    |l| {
         contains_ci(l, "exceeding total number of blocks").then(|| {
             simple(
                 "nand_erase_beyond_end",
@@ -286,6 +298,10 @@ mod tests {
         let err = e.to_error();
         assert!(err.why.contains("start_sector unaligned"));
         assert_eq!(err.kind, crate::ErrorKind::Failure);
+
+        let e = explain_nak("program", &["ERROR: NAND write failure at page 4242"]);
+        assert_eq!(e.id, "nand_write_failure");
+        assert!(e.next.contains("again"));
 
         let e = explain_nak(
             "erase",
