@@ -62,7 +62,7 @@ pub type Session = FirehoseSession<Pushback<SerialTransport>>;
 /// attach to a running programmer.
 fn connect(fh: &FirehoseArgs, programmer: Option<&Path>, out: &Output) -> crate::Result<Session> {
     let t = port::open(&fh.port.port)?;
-    let opts = FirehoseOptions::default();
+    let mut opts = FirehoseOptions::default();
     match programmer {
         Some(p) => {
             let image = sahara_cmds::read_programmer(p)?;
@@ -95,6 +95,12 @@ fn connect(fh: &FirehoseArgs, programmer: Option<&Path>, out: &Output) -> crate:
                     "Firehose commands need the programmer running first",
                     "Pass --programmer FILE (prog_*.mbn from the modem's firmware package)",
                 ));
+            }
+            if first.is_empty() {
+                // Silent through the whole peek: a programmer that sent its welcome to an earlier
+                // session. Waiting the full welcome time again would only add seconds to every
+                // command; go straight to the nop probe, which any running programmer answers.
+                opts.timeouts.welcome_first = Duration::from_millis(100);
             }
             Ok(FirehoseSession::new(t, first, opts))
         }

@@ -86,10 +86,12 @@ pub fn ramdump(args: &RamdumpArgs, out: &Output) -> crate::Result<()> {
     })?;
     let t = port::open(&args.port.port)?;
     let mut s = SaharaSession::new(t, SaharaConfig::default());
-    let mut last_file = String::new();
+    // Progress comes after every memory read (never with 0 bytes done): announce each region
+    // on its first report.
+    let mut last_region: Option<usize> = None;
     let report = s.ramdump(&args.out, &mut |p| {
-        if p.file != last_file && p.region_done == 0 {
-            last_file = p.file.clone();
+        if last_region != Some(p.region_index) {
+            last_region = Some(p.region_index);
             out.line(format!(
                 "  region {}/{}: {} ({})",
                 p.region_index + 1,

@@ -16,6 +16,7 @@ use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
 use crate::sim::firehose::storage::StorageProfile;
 use crate::sim::package_gen::{self, PackageOptions};
 use crate::sim::profile::{self, Personality, Profile, UnitIdentity};
+use crate::sim::stoplink::StopLink;
 use crate::sim::{AfterUpload, ProgrammerExit};
 use crate::transport::pty::PtyDevice;
 use crate::transport::Transport;
@@ -195,7 +196,13 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
             inner: &mut programmer,
             out: *out,
         };
-        device::run(&mut pty, &mut cfg, &mut announcing, stop)
+        // The stop-aware link turns SIGTERM into a link loss for whatever serves the pty (boot
+        // ROM or programmer), so the emulator ends promptly in every state and writes its report.
+        let mut link = StopLink::new(&mut pty, stop);
+        match device::run(&mut link, &mut cfg, &mut announcing, stop) {
+            _ if stop.load(Ordering::SeqCst) => RunOutcome::Stopped,
+            o => o,
+        }
     };
     let word = match outcome {
         RunOutcome::Stopped => "stopped",
@@ -206,8 +213,10 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
     };
     if outcome != RunOutcome::Stopped {
         out.always_json(&json!({"event": word}));
-        if outcome == RunOutcome::LinkDropped {
-            // Like a pulled cable: the port disappears for the host.
+        if matches!(outcome, RunOutcome::LinkDropped | RunOutcome::LinkLost) {
+            // Like a pulled cable: the port disappears for the host. The pty never reports a
+            // host closing the slave, so a lost link here means the emulated device vanished
+            // (e.g. drop-in-raw): the host must see it go, not wait for an answer.
             drop(pty);
         }
         while !stop.load(Ordering::SeqCst) {
