@@ -205,12 +205,26 @@ pub struct SimArgs {
     pub package_mib: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoScenario {
+    /// A modem stuck in download mode (9008): identify, check the package, flash, verify.
+    Unbrick,
+    /// A crashed modem (900e): save its RAM dump.
+    Crash,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// What to rehearse.
+    #[arg(long, value_enum, default_value_t = DemoScenario::Unbrick)]
+    pub scenario: DemoScenario,
     /// Emulated storage for the demo.
     #[arg(long, value_enum, default_value_t = StorageArg::Nand)]
     pub storage: StorageArg,
     /// Unit profile.
     #[arg(long, default_value = "rm502q")]
     pub profile: String,
+    /// No pauses and no NAND speed limit (for scripts and tests).
+    #[arg(long)]
+    pub fast: bool,
 }

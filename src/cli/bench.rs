@@ -5,9 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -17,12 +15,12 @@ use crate::cli::output::{self, Output};
 use crate::engine::events::{EngineEvent, StepKind};
 use crate::engine::flash::{self, FlashJob, FlashPlan};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
-use crate::sim::device::{self, DeviceConfig, RunOutcome};
+use crate::sim::device::DeviceConfig;
 use crate::sim::elf::{self, ElfClass};
 use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
 use crate::sim::firehose::storage::StorageProfile;
+use crate::sim::inproc::InProcessModem;
 use crate::sim::profile::Profile;
-use crate::sim::stoplink::StopLink;
 use crate::transport::pipe;
 use crate::transport::pty::PtyDevice;
 use crate::transport::serial::SerialTransport;
@@ -80,46 +78,20 @@ fn tv(t: libc::timeval) -> f64 {
     t.tv_sec as f64 + t.tv_usec as f64 / 1e6
 }
 
-/// An emulated unit serving `link` on a thread until stopped.
-struct Unit {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<RunOutcome>>,
-}
-
-impl Unit {
-    fn start<L: Transport + 'static>(
-        mut link: L,
-        profile: Profile,
-        storage: StorageProfile,
-    ) -> Unit {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut programmer = Programmer::new(
-                &storage,
-                ProgrammerOptions {
-                    welcome_delay: Duration::from_millis(20),
-                    ..ProgrammerOptions::default()
-                },
-            );
-            let mut cfg = DeviceConfig::new(profile);
-            let mut link = StopLink::new(&mut link, &flag);
-            device::run(&mut link, &mut cfg, &mut programmer, &flag)
-        });
-        Unit {
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for Unit {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
+/// An emulated unit on a thread serving `link`, unthrottled, with a short welcome delay.
+fn unit<L: Transport + 'static>(
+    link: L,
+    profile: Profile,
+    storage: StorageProfile,
+) -> InProcessModem {
+    let programmer = Programmer::new(
+        &storage,
+        ProgrammerOptions {
+            welcome_delay: Duration::from_millis(20),
+            ..ProgrammerOptions::default()
+        },
+    );
+    InProcessModem::start(link, DeviceConfig::new(profile), programmer)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -137,13 +109,13 @@ fn upload_bench(over_pty: bool, runs: usize) -> crate::Result<f64> {
         let secs = if over_pty {
             let dev = PtyDevice::open().map_err(|e| bench_error("cannot open a pty", e))?;
             let path = dev.slave_path().to_path_buf();
-            let _unit = Unit::start(dev, profile.clone(), storage.clone());
+            let _unit = unit(dev, profile.clone(), storage.clone());
             let host =
                 SerialTransport::open(&path).map_err(|e| bench_error("cannot open the pty", e))?;
             timed_upload(host, &image)?
         } else {
             let (host, dev) = pipe::pair(Framing::Stream);
-            let _unit = Unit::start(dev, profile.clone(), storage.clone());
+            let _unit = unit(dev, profile.clone(), storage.clone());
             timed_upload(host, &image)?
         };
         times.push(secs);
@@ -256,13 +228,13 @@ fn flash_bench(over_pty: bool, xml: &Path) -> crate::Result<FlashFigures> {
     if over_pty {
         let dev = PtyDevice::open().map_err(|e| bench_error("cannot open a pty", e))?;
         let path = dev.slave_path().to_path_buf();
-        let _unit = Unit::start(dev, profile.clone(), storage);
+        let _unit = unit(dev, profile.clone(), storage);
         let mut host =
             SerialTransport::open(&path).map_err(|e| bench_error("cannot open the pty", e))?;
         run(&mut host)
     } else {
         let (mut host, dev) = pipe::pair(Framing::Stream);
-        let _unit = Unit::start(dev, profile.clone(), storage);
+        let _unit = unit(dev, profile.clone(), storage);
         run(&mut host)
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod demo;
 pub mod firehose_cmds;
 pub mod logging;
 pub mod output;
@@ -63,9 +64,6 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::StorageInfo(a) => firehose_cmds::storage_info(a, &out),
         Command::Sim(a) => sim_cmd::run(a, &out),
         Command::Bench(a) => bench::run(a, &out),
-        Command::Demo(_) => Err(crate::Error::usage(
-            "this command is not available in this build",
-            "see README.md",
-        )),
+        Command::Demo(a) => demo::run(a, &out),
     }
 }

@@ -7,6 +7,7 @@ pub mod device;
 pub mod elf;
 pub mod faults;
 pub mod firehose;
+pub mod inproc;
 pub mod linkfault;
 pub mod package_gen;
 pub mod profile;
