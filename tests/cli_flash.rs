@@ -532,3 +532,240 @@ fn a_package_with_a_missing_image_fails_before_anything_is_sent() {
     assert!(commands(&rep, "program").is_empty());
     assert!(rep["commands"].as_array().unwrap().is_empty());
 }
+
+/// `qrescue sim --write-programmer` for the ec25 unit the sim serves by default.
+fn write_programmer(dir: &Path) -> PathBuf {
+    let p = dir.join("prog_firehose_ec25.mbn");
+    let out = qrescue(
+        &["sim", "--profile", "ec25", "--write-programmer", s(&p)],
+        BOUND,
+    );
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    p
+}
+
+#[test]
+fn a_second_flash_attaches_to_the_programmer_the_first_left_running() {
+    let dir = tempdir();
+    let pkg = emit_package(&dir.path().join("pkg"), &[]);
+    let report_file = dir.path().join("report.json");
+    let mut sim = Sim::start(&["--profile", "ec25", "--report", s(&report_file)]);
+    let flash = |json: bool| {
+        let mut args = vec![
+            "flash",
+            "--port",
+            sim.port(),
+            "--rawprogram",
+            s(&pkg.rawprogram),
+            "--no-reset",
+        ];
+        if json {
+            args.insert(0, "--json");
+        }
+        let t0 = std::time::Instant::now();
+        let out = qrescue(&args, BOUND);
+        (out, t0.elapsed())
+    };
+    let (first, _) = flash(false);
+    assert_eq!(code(&first), 0, "{}", describe(&first));
+    assert!(
+        !stdout(&first).contains("already running"),
+        "{}",
+        describe(&first)
+    );
+
+    // The programmer found next to the XML is not uploaded again: the silent programmer that
+    // the first run left behind answers the probe and the same plan runs on it.
+    let (second, took) = flash(true);
+    assert_eq!(code(&second), 0, "{}", describe(&second));
+    let events = json_lines(&second);
+    assert_eq!(
+        events[0]["steps"][0]["kind"], "sahara-upload",
+        "{}",
+        events[0]
+    );
+    let finished = events
+        .iter()
+        .find(|e| e["event"] == "step_finished" && e["index"] == 0)
+        .expect("the upload step finishes");
+    assert_eq!(finished["bytes"], 0, "nothing uploaded: {finished}");
+    assert!(
+        events.iter().any(|e| e["event"] == "log"
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .contains("programmer was already running")),
+        "{}",
+        describe(&second)
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "flashed");
+    assert_eq!(last["report"]["programmer_uploaded"], false, "{last}");
+    assert!(took < Duration::from_secs(15), "second flash took {took:?}");
+
+    let rep = report(&mut sim, &report_file);
+    assert_eq!(rep["sessions"], 1, "one programmer served both flashes");
+    let entries = programs(&pkg.rawprogram);
+    assert_eq!(commands(&rep, "program").len(), 2 * entries.len());
+    assert_eq!(
+        commands(&rep, "nop").len(),
+        1,
+        "one probe, by the second run"
+    );
+}
+
+#[test]
+fn read_with_programmer_attaches_to_a_programmer_that_is_already_running() {
+    let dir = tempdir();
+    let prog = write_programmer(dir.path());
+    let report_file = dir.path().join("report.json");
+    let mut sim = Sim::start(&["--profile", "ec25", "--report", s(&report_file)]);
+    let out = qrescue(&["sahara-upload", "--port", sim.port(), s(&prog)], BOUND);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    // The first read may still find the welcome logs queued; the second finds a silent
+    // programmer (the case that used to wait for HELLO and fail with exit 3).
+    for n in 0..2 {
+        let file = dir.path().join(format!("x{n}.bin"));
+        let t0 = std::time::Instant::now();
+        let out = qrescue(
+            &[
+                "read",
+                "--port",
+                sim.port(),
+                "--start",
+                "0",
+                "--count",
+                "4",
+                "--out",
+                s(&file),
+                "--programmer",
+                s(&prog),
+            ],
+            BOUND,
+        );
+        let took = t0.elapsed();
+        assert_eq!(code(&out), 0, "read {n}: {}", describe(&out));
+        assert!(
+            stdout(&out).contains("already running; attached"),
+            "{}",
+            describe(&out)
+        );
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 4 * 4096);
+        assert!(took < Duration::from_secs(5), "read {n} took {took:?}");
+    }
+    let rep = report(&mut sim, &report_file);
+    assert_eq!(rep["sessions"], 1, "the programmer was uploaded once");
+    assert_eq!(commands(&rep, "read").len(), 2);
+}
+
+#[test]
+fn read_label_reads_a_programmed_partition_and_an_unknown_label_lists_the_names() {
+    let dir = tempdir();
+    let pkg = emit_package(&dir.path().join("pkg"), &[]);
+    let sim = Sim::start(&["--profile", "ec25"]);
+    let out = qrescue(
+        &[
+            "flash",
+            "--port",
+            sim.port(),
+            "--rawprogram",
+            s(&pkg.rawprogram),
+            "--patch",
+            s(&pkg.patch),
+            "--no-reset",
+        ],
+        BOUND,
+    );
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let entries = programs(&pkg.rawprogram);
+    for label in ["boot", "MODEM"] {
+        let entry = entries
+            .iter()
+            .find(|p| p.label.eq_ignore_ascii_case(label))
+            .unwrap_or_else(|| panic!("the package programs {label}"));
+        let file = dir.path().join(format!("{label}.bin"));
+        let out = qrescue(
+            &[
+                "--json",
+                "read",
+                "--port",
+                sim.port(),
+                "--label",
+                label,
+                "--out",
+                s(&file),
+            ],
+            BOUND,
+        );
+        assert_eq!(code(&out), 0, "{}", describe(&out));
+        let v = last_json(&out);
+        assert_eq!(v["event"], "read", "{v}");
+        assert_eq!(v["label"], entry.label, "the table's spelling: {v}");
+        assert_eq!(v["lun"], 0);
+        assert_eq!(v["start_sector"].as_u64(), entry.start, "{v}");
+        let sectors = v["sectors"].as_u64().unwrap();
+        assert_eq!(
+            v["last_sector"].as_u64(),
+            Some(entry.start.unwrap() + sectors - 1)
+        );
+        let data = std::fs::read(&file).unwrap();
+        assert_eq!(data.len() as u64, v["bytes"].as_u64().unwrap());
+        assert_eq!(data.len() as u64, sectors * entry.sector_size);
+        let image = std::fs::read(&entry.file).unwrap();
+        assert!(data.len() > image.len(), "the whole partition was read");
+        assert!(
+            data[..image.len()] == image[..],
+            "{label} reads back as {}",
+            entry.file.display()
+        );
+    }
+
+    // Human output names what was read.
+    let file = dir.path().join("boot-again.bin");
+    let out = qrescue(
+        &[
+            "read",
+            "--port",
+            sim.port(),
+            "--label",
+            "boot",
+            "--out",
+            s(&file),
+        ],
+        BOUND,
+    );
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("Partition boot on LUN 0: sectors 9984.."),
+        "{text}"
+    );
+    assert!(
+        text.contains("Read ") && text.contains("from boot (LUN 0"),
+        "{text}"
+    );
+
+    let missing = dir.path().join("nosuch.bin");
+    let out = qrescue(
+        &[
+            "read",
+            "--port",
+            sim.port(),
+            "--label",
+            "nosuch",
+            "--out",
+            s(&missing),
+        ],
+        BOUND,
+    );
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(err.contains("No partition named 'nosuch'"), "{err}");
+    for name in ["SBL", "modem", "system"] {
+        assert!(err.contains(name), "{name} is listed: {err}");
+    }
+    assert!(!missing.exists(), "no file for a failed read");
+    // Printed once, without colour codes (stderr is a pipe here).
+    assert_eq!(err.matches("No partition named").count(), 1, "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}

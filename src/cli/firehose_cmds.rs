@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use crate::cli::args::{FirehoseArgs, FlashArgs, ReadArgs, StorageArg, StorageInfoArgs};
 use crate::cli::output::{self, Output};
 use crate::cli::{port, sahara_cmds, signals};
+use crate::engine::connect::{attach_or_upload, Attach};
 use crate::engine::events::EngineEvent;
 use crate::engine::firehose::{FirehoseOptions, FirehoseSession, Read, StorageKind};
 use crate::engine::flash::{self, FlashJob, FlashPlan};
-use crate::engine::sahara::{SaharaConfig, SaharaSession};
-use crate::protocol::sahara::Packet;
+use crate::engine::partitions;
+use crate::engine::sahara::SaharaConfig;
 use crate::transport::serial::SerialTransport;
-use crate::transport::{Pushback, Transport};
+use crate::transport::Pushback;
 use crate::{Error, ErrorKind};
 
 impl From<StorageArg> for StorageKind {
@@ -58,60 +59,34 @@ pub fn find_programmer(dir: &Path) -> Option<PathBuf> {
 /// A connected Firehose session on a serial port.
 pub type Session = FirehoseSession<Pushback<SerialTransport>>;
 
-/// Open the port and get a Firehose session: upload `programmer` if the modem is in Sahara, or
-/// attach to a running programmer.
+/// Open the port and get a ready Firehose session: upload `programmer` if the modem is in the
+/// boot ROM, or attach to a running programmer ([`attach_or_upload`]).
 fn connect(fh: &FirehoseArgs, programmer: Option<&Path>, out: &Output) -> crate::Result<Session> {
+    let image = programmer.map(sahara_cmds::read_programmer).transpose()?;
     let t = port::open(&fh.port.port)?;
-    let mut opts = FirehoseOptions::default();
-    match programmer {
-        Some(p) => {
-            let image = sahara_cmds::read_programmer(p)?;
-            let mut s = SaharaSession::new(t, SaharaConfig::default());
-            let r = s.upload(&image, &mut |_| {})?;
-            if r.already_running {
-                out.line("A programmer is already running; attaching to it.");
-            } else {
-                out.line(format!(
-                    "Uploaded programmer {} ({}) in {:.2} s.",
-                    p.display(),
-                    output::bytes(r.bytes_sent),
-                    r.elapsed_ms as f64 / 1000.0
-                ));
-            }
-            Ok(FirehoseSession::new(s.into_transport(), Vec::new(), opts))
-        }
-        None => {
-            // Peek: a boot ROM greets with HELLO; a running programmer sends XML or nothing.
-            let mut t = Pushback::new(t);
-            let mut buf = vec![0u8; 4096];
-            let mut first = Vec::new();
-            if let Ok(n) = t.read(&mut buf, Duration::from_millis(1500)) {
-                first.extend_from_slice(&buf[..n]);
-            }
-            if let Ok((Packet::Hello { .. }, _)) = Packet::parse(&first) {
-                return Err(Error::new(
-                    ErrorKind::Usage,
-                    "The modem is in download mode and waiting for a programmer",
-                    "Firehose commands need the programmer running first",
-                    "Pass --programmer FILE (prog_*.mbn from the modem's firmware package)",
-                ));
-            }
-            if first.is_empty() {
-                // Silent through the whole peek: a programmer that sent its welcome to an earlier
-                // session. Waiting the full welcome time again would only add seconds to every
-                // command; go straight to the nop probe, which any running programmer answers.
-                opts.timeouts.welcome_first = Duration::from_millis(100);
-            }
-            Ok(FirehoseSession::new(t, first, opts))
-        }
+    let (s, attach) = attach_or_upload(
+        t,
+        image.as_deref(),
+        &SaharaConfig::default(),
+        FirehoseOptions::default(),
+        &mut |_| {},
+    )?;
+    match (&attach, programmer) {
+        (Attach::Uploaded(r), Some(p)) => out.line(format!(
+            "Uploaded programmer {} ({}) in {:.2} s.",
+            p.display(),
+            output::bytes(r.bytes_sent),
+            r.elapsed_ms as f64 / 1000.0
+        )),
+        _ => out.line("A programmer is already running; attached to it."),
     }
+    if let Some(d) = s.welcome().and_then(|w| w.build_date.as_ref()) {
+        out.line(format!("Programmer ready (built {d})."));
+    }
+    Ok(s)
 }
 
 fn configure(s: &mut Session, kind: StorageKind, out: &Output) -> crate::Result<()> {
-    let w = s.wait_ready()?;
-    if let Some(d) = &w.build_date {
-        out.line(format!("Programmer ready (built {d})."));
-    }
     let n = s.configure(kind)?;
     out.line(format!(
         "Configured {}: {} bytes per transfer.",
@@ -308,6 +283,31 @@ pub fn storage_info(args: &StorageInfoArgs, out: &Output) -> crate::Result<()> {
     Ok(())
 }
 
+/// Sector size of physical partition `lun` as the programmer describes it (NAND: the page),
+/// else the default of the storage kind.
+fn sector_size_of(s: &mut Session, kind: StorageKind, lun: u32) -> crate::Result<u32> {
+    let fallback = s
+        .negotiated()
+        .map(|n| n.storage.default_sector_size())
+        .unwrap_or(kind.default_sector_size());
+    let info = match s.storage_info(lun) {
+        Ok(i) => i,
+        Err(e) if matches!(e.kind, ErrorKind::DeviceLost | ErrorKind::Interrupted) => {
+            return Err(e)
+        }
+        Err(_) => return Ok(fallback),
+    };
+    let size = if kind == StorageKind::Nand {
+        info.page_size
+    } else {
+        info.block_size.or(info.sector_size)
+    };
+    Ok(size
+        .and_then(|v| u32::try_from(v).ok())
+        .filter(|v| v.is_power_of_two() && (512..=65536).contains(v))
+        .unwrap_or(fallback))
+}
+
 pub fn read(args: &ReadArgs, out: &Output) -> crate::Result<()> {
     let kind: StorageKind = args.fh.storage.map(Into::into).unwrap_or(StorageKind::Nand);
     if args.out.exists() {
@@ -318,22 +318,68 @@ pub fn read(args: &ReadArgs, out: &Output) -> crate::Result<()> {
             "Choose a new --out file name",
         ));
     }
-    let (start, count) = match (args.start, args.count) {
-        (Some(s), Some(c)) => (s, c),
+    let explicit = match (&args.label, args.start, args.count) {
+        (Some(_), _, _) => None,
+        (None, Some(s), Some(c)) => Some((s, c)),
         _ => {
             return Err(Error::usage(
-                "Say what to read: --start SECTOR --count SECTORS",
-                "e.g. qrescue read --port /dev/ttyUSB0 --start 0 --count 64 --out first.bin",
+                "Say what to read: --label NAME, or --start SECTOR --count SECTORS",
+                "e.g. qrescue read --port /dev/ttyUSB0 --label modem --out modem.bin",
             ))
         }
     };
     let mut s = connect(&args.fh, args.fh.programmer.as_deref(), out)?;
     configure(&mut s, kind, out)?;
-    let sector = s
-        .negotiated()
-        .map(|n| n.storage.default_sector_size())
-        .unwrap_or(kind.default_sector_size());
-    let cmd = Read::new(sector, count, args.lun, start.to_string());
+    let (cmd, label) = match (explicit, &args.label) {
+        (Some((start, count)), _) => {
+            let sector = s
+                .negotiated()
+                .map(|n| n.storage.default_sector_size())
+                .unwrap_or(kind.default_sector_size());
+            (Read::new(sector, count, args.lun, start.to_string()), None)
+        }
+        (None, Some(label)) => {
+            // --lun defaults to 0, so on UFS (where a label may live on any LUN) LUN 0 means
+            // "search every LUN"; eMMC and NAND have their table on LUN 0 anyway.
+            let lun = if kind == StorageKind::Ufs && args.lun == 0 {
+                None
+            } else {
+                Some(args.lun)
+            };
+            let part = partitions::find_partition(&mut s, kind, lun, label)?;
+            if part.num_sectors == 0 {
+                return Err(Error::failure(
+                    format!("The partition '{}' has no sectors", part.name),
+                    "its entry in the partition table is empty, so there is nothing to read",
+                    "Check the name, or give the sectors with --start/--count",
+                ));
+            }
+            let sector = sector_size_of(&mut s, kind, part.lun)?;
+            let mut cmd = Read::new(
+                sector,
+                part.num_sectors,
+                part.lun,
+                part.start_sector.to_string(),
+            )
+            .label(part.name.clone());
+            if kind == StorageKind::Nand {
+                // The partition's last page bounds the programmer's bad-block mapping, as in
+                // the package XML: the read returns what a program of this partition wrote.
+                cmd = cmd.last_sector(part.end_sector() - 1);
+            }
+            out.line(format!(
+                "Partition {} on LUN {}: sectors {}..{} ({} sectors of {}).",
+                part.name,
+                part.lun,
+                part.start_sector,
+                part.end_sector(),
+                part.num_sectors,
+                output::bytes(u64::from(sector))
+            ));
+            (cmd, Some(part.name))
+        }
+        (None, None) => unreachable!("checked above"),
+    };
     let tmp = args.out.with_extension("qrescue-partial");
     let file = std::fs::File::create(&tmp).map_err(|e| {
         Error::failure(
@@ -371,17 +417,23 @@ pub fn read(args: &ReadArgs, out: &Output) -> crate::Result<()> {
         )
         .with_source(e)
     })?;
-    let bytes = u64::from(sector) * count;
+    let bytes = cmd.byte_len().unwrap_or(0);
     let secs = started.elapsed().as_secs_f64();
     out.json_line(&serde_json::json!({
-        "event": "read", "file": args.out, "bytes": bytes, "start_sector": start,
-        "sectors": count, "sector_size": sector, "lun": args.lun, "elapsed_ms": (secs * 1000.0) as u64,
+        "event": "read", "file": args.out, "bytes": bytes, "label": label,
+        "start_sector": cmd.start_sector.parse::<u64>().ok(), "sectors": cmd.num_sectors,
+        "sector_size": cmd.sector_size, "last_sector": cmd.last_sector,
+        "lun": cmd.physical_partition, "elapsed_ms": (secs * 1000.0) as u64,
     }));
+    let what = match &label {
+        Some(l) => format!("{l} (LUN {}, ", cmd.physical_partition),
+        None => format!("LUN {} (", cmd.physical_partition),
+    };
     out.line(format!(
-        "Read {} ({} sectors from {}) to {} in {:.2} s ({}).",
+        "Read {} from {what}{} sectors from {}) to {} in {:.2} s ({}).",
         output::bytes(bytes),
-        count,
-        start,
+        cmd.num_sectors,
+        cmd.start_sector,
         args.out.display(),
         secs,
         output::rate(bytes as f64 / secs.max(1e-6))

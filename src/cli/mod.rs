@@ -45,7 +45,9 @@ pub fn main_entry() -> i32 {
 }
 
 fn report_error(out: &Output, e: &crate::Error) {
-    tracing::error!(kind = ?e.kind, "{}", e.what);
+    // The `error:` block below is what people read; the log (at debug, e.g. with --log-file
+    // and -vv) only records it, so stderr does not show the same error twice.
+    tracing::debug!(kind = ?e.kind, "{}", e.what);
     if out.json {
         out.always_json(&e.to_json());
     }

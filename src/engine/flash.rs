@@ -1,7 +1,7 @@
 //! The first flash engine: a validated list of steps (erase / program / patch) built from a
 //! rawprogram + patch XML pair, run over any [`Transport`]: Sahara upload of the programmer (unless
-//! one is already running), Firehose configure, every step, then a reset. Emits
-//! [`EngineEvent`]s in the documented order and never renders anything.
+//! one is already running: [`attach_or_upload`] decides), Firehose configure, every step, then a
+//! reset. Emits [`EngineEvent`]s in the documented order and never renders anything.
 //!
 //! Nothing is sent to the device until the whole plan validated: every file exists, sits inside
 //! the package folder, and fits its partition entry.
@@ -14,11 +14,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::engine::connect::{attach_or_upload, Attach};
 use crate::engine::events::{EngineEvent, ProgressThrottle, StepInfo, StepKind, Weights};
 use crate::engine::firehose::{
-    Erase, FirehoseOptions, FirehoseSession, Patch, PowerMode, Program, StorageInfo, StorageKind,
+    Erase, FirehoseOptions, Patch, PowerMode, Program, StorageInfo, StorageKind,
 };
-use crate::engine::sahara::{SaharaConfig, SaharaSession};
+use crate::engine::sahara::SaharaConfig;
 use crate::package::rawprogram::{
     parse_patch, parse_rawprogram, EraseEntry, PackagePath, PatchEntry, ProgramEntry, RawEntry,
 };
@@ -774,30 +775,48 @@ fn run_steps<T: Transport>(
     cancel: &AtomicBool,
 ) -> crate::Result<(bool, Option<u32>)> {
     let mut index = 0;
+    let mut transport = Some(transport);
+    let mut session = None;
     let mut uploaded = false;
-    let mut sahara = SaharaSession::new(transport, job.sahara.clone());
     if let Some(programmer) = &job.programmer {
-        let report = runner.step(index, &infos[index], |progress| {
-            let r = sahara.upload(programmer, &mut |p| progress(p.bytes_sent))?;
-            // The boot ROM reads only the programmer's loadable parts (headers and segments),
-            // usually less than the file: the step is complete when it says so.
-            progress(programmer.len() as u64);
-            Ok(r)
+        // The upload step: Sahara if the modem is in the boot ROM, otherwise an attach to the
+        // programmer that is already running (the step then moves no bytes).
+        let (fh, attach) = runner.step(index, &infos[index], |progress| {
+            let t = transport.take().expect("the transport is used once");
+            let (fh, attach) = attach_or_upload(
+                t,
+                Some(programmer),
+                &job.sahara,
+                job.firehose.clone(),
+                progress,
+            )?;
+            if matches!(attach, Attach::Uploaded(_)) {
+                // The boot ROM reads only the programmer's loadable parts (headers and
+                // segments), usually less than the file: the step is complete when it says so.
+                progress(programmer.len() as u64);
+            }
+            Ok((fh, attach))
         })?;
-        uploaded = !report.already_running;
-        if report.already_running {
+        uploaded = matches!(attach, Attach::Uploaded(_));
+        if !uploaded {
             (runner.emit)(EngineEvent::Log {
-                message: "A Firehose programmer is already running; the upload was skipped".into(),
+                message: "A Firehose programmer was already running; attached to it, nothing was uploaded".into(),
             });
         }
+        session = Some(fh);
         index += 1;
     }
-    let mut fh = FirehoseSession::new(sahara.into_transport(), Vec::new(), job.firehose.clone());
-    // Configure, then check the plan against the geometry the device reports, all before the
-    // first destructive command. A programmer without getstorageinfo leaves the checks to the
-    // device itself.
-    let (negotiated, described) = runner.step(index, &infos[index], |_| {
-        fh.wait_ready()?;
+    // Connect (when no programmer was given), configure, then check the plan against the
+    // geometry the device reports, all before the first destructive command. A programmer
+    // without getstorageinfo leaves the checks to the device itself.
+    let (mut fh, negotiated, described) = runner.step(index, &infos[index], |_| {
+        let mut fh = match session.take() {
+            Some(fh) => fh,
+            None => {
+                let t = transport.take().expect("the transport is used once");
+                attach_or_upload(t, None, &job.sahara, job.firehose.clone(), &mut |_| {})?.0
+            }
+        };
         let n = fh.configure(plan.storage)?;
         let described = match fh.storage_info(0) {
             Ok(info) if !info.is_empty() => {
@@ -806,7 +825,7 @@ fn run_steps<T: Transport>(
             }
             _ => false,
         };
-        Ok((n, described))
+        Ok((fh, n, described))
     })?;
     (runner.emit)(EngineEvent::Log {
         message: format!(

@@ -1,5 +1,6 @@
 //! Drives protocols over a transport and emits events; never renders.
 
+pub mod connect;
 pub mod events;
 pub mod firehose;
 pub mod flash;

@@ -28,24 +28,9 @@ use crate::sim::profile::UnitIdentity;
 use crate::sim::{AfterUpload, ProgrammerExit};
 use crate::transport::{Transport, TransportError};
 
-/// The 15 functions of the real Quectel SDX24 programmer, in its order (PROTOCOLS.md §2.2).
-pub const SUPPORTED_FUNCTIONS: [&str; 15] = [
-    "program",
-    "read",
-    "nop",
-    "patch",
-    "configure",
-    "setbootablestoragedrive",
-    "erase",
-    "power",
-    "firmwarewrite",
-    "getstorageinfo",
-    "benchmark",
-    "emmc",
-    "ufs",
-    "fixgpt",
-    "getsha256digest",
-];
+/// The functions the emulated programmer announces: the real Quectel SDX24 list (PROTOCOLS.md
+/// §2.2), shared with the host's welcome parser.
+pub use crate::protocol::firehose::welcome::SDX24_FUNCTIONS as SUPPORTED_FUNCTIONS;
 
 pub const BUILD_DATE: &str = "Jun 11 2021 @ 10:04:28";
 const DATE_TIME: &str = "Jun 11 2021 - 10:04:28";
