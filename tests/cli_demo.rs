@@ -51,3 +51,26 @@ fn the_crash_scenario_saves_a_ram_dump() {
     assert!(text.contains("saved with a manifest"), "{text}");
     assert!(text.contains("sha256"), "{text}");
 }
+
+#[test]
+fn bench_quick_reports_every_figure() {
+    // The benchmark's figures are for people (README, closing notes); this only checks that the
+    // command keeps working and reports what it claims, never how fast anything is.
+    let out = qrescue(&["bench", "--quick", "--json"], Duration::from_secs(180));
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let j = common::last_json(&out);
+    let figures = j["figures"].as_array().expect("figures");
+    let names: Vec<&str> = figures.iter().filter_map(|f| f["name"].as_str()).collect();
+    for want in [
+        "sahara upload 600 KiB, in-process",
+        "sahara upload 600 KiB, over a pty",
+        "flash 16 MiB NAND image, in-process",
+        "flash 16 MiB NAND image, over a pty",
+        "peak RSS of qrescue flash, 64 MiB package",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    assert!(figures
+        .iter()
+        .all(|f| f["value"].as_f64().unwrap_or(0.0) > 0.0));
+}

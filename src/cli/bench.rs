@@ -139,22 +139,7 @@ fn timed_upload<T: Transport>(t: T, image: &[u8]) -> crate::Result<f64> {
 /// A one-image NAND package: erase + program of a 64 MiB image into the EM12-G "cache"
 /// partition (760 blocks of 256 KiB).
 fn one_image_package(dir: &Path, bytes: u64) -> crate::Result<PathBuf> {
-    use rand::{RngCore, SeedableRng};
-    let img = dir.join("image.bin");
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(&img).map_err(|e| bench_error("cannot create the image", e))?,
-    );
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        rng.fill_bytes(&mut buf[..n]);
-        std::io::Write::write_all(&mut f, &buf[..n])
-            .map_err(|e| bench_error("cannot write the image", e))?;
-        left -= n as u64;
-    }
-    std::io::Write::flush(&mut f).map_err(|e| bench_error("cannot write the image", e))?;
+    random_file(&dir.join("image.bin"), bytes, 3)?;
     let storage = crate::sim::firehose::storage::Storage::new(
         &StorageProfile::by_name("nand-em12g").expect("built-in storage"),
     );
@@ -239,24 +224,60 @@ fn flash_bench(over_pty: bool, xml: &Path) -> crate::Result<FlashFigures> {
     }
 }
 
-/// Peak RSS (KiB) of `qrescue flash` writing a package of about `mib` MiB to `qrescue sim`
-/// through a pty, both as child processes of this one.
+/// Write `bytes` of seeded random data to `path` in 1 MiB pieces.
+fn random_file(path: &Path, bytes: u64, seed: u64) -> crate::Result<()> {
+    use rand::{RngCore, SeedableRng};
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).map_err(|e| bench_error("cannot create an image", e))?,
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        std::io::Write::write_all(&mut f, &buf[..n])
+            .map_err(|e| bench_error("cannot write an image", e))?;
+        left -= n as u64;
+    }
+    std::io::Write::flush(&mut f).map_err(|e| bench_error("cannot write an image", e))
+}
+
+/// The high-water mark of a process's resident memory (KiB), from /proc. Unlike a child's
+/// `ru_maxrss`, it is not inflated by the parent's memory at fork time.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Peak RSS (KiB) of `qrescue flash` writing a `mib` MiB package (one image on LUN 0 of the
+/// emulated UFS storage) through a pty to `qrescue sim`, both child processes of this one.
 fn rss_bench(dir: &Path, mib: u64) -> crate::Result<(u64, u64, f64)> {
     let exe = std::env::current_exe().map_err(|e| bench_error("cannot find qrescue", e))?;
-    let pkg = dir.join("pkg");
-    let unit = Profile::by_name("rm502q").expect("built-in").for_unit(1);
-    let storage = StorageProfile::by_name("emmc-msm8916").expect("built-in");
-    let summary = crate::sim::package_gen::emit(
-        &pkg,
-        &unit,
-        &storage,
-        crate::sim::package_gen::PackageOptions {
-            image_bytes: mib << 20,
-            seed: 1,
-        },
-    )?;
+    let pkg = dir.join("rss-package");
+    std::fs::create_dir_all(&pkg).map_err(|e| bench_error("cannot create the package", e))?;
+    let bytes = mib << 20;
+    random_file(&pkg.join("system.img"), bytes, 5)?;
+    let xml = pkg.join("rawprogram0.xml");
+    std::fs::write(
+        &xml,
+        "<?xml version=\"1.0\" ?>\n<data>\n  <program SECTOR_SIZE_IN_BYTES=\"4096\" file_sector_offset=\"0\" filename=\"system.img\" label=\"system\" num_partition_sectors=\"0\" physical_partition_number=\"0\" start_sector=\"6\"/>\n</data>\n",
+    )
+    .map_err(|e| bench_error("cannot write the package XML", e))?;
+    let prog = pkg.join("prog_firehose_sdx55.elf");
+    std::fs::write(
+        &prog,
+        Profile::by_name("rm502q")
+            .expect("built-in")
+            .for_unit(1)
+            .programmer(1),
+    )
+    .map_err(|e| bench_error("cannot write the programmer", e))?;
     let mut sim = Command::new(&exe)
-        .args(["sim", "--pty", "--profile", "rm502q", "--storage", "emmc"])
+        .args(["sim", "--pty", "--profile", "rm502q", "--storage", "ufs"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -280,24 +301,32 @@ fn rss_bench(dir: &Path, mib: u64) -> crate::Result<(u64, u64, f64)> {
         serde_json::from_str(&first).map_err(|e| bench_error("qrescue sim did not start", e))?;
     let pty = ready["pty"].as_str().unwrap_or_default().to_string();
     let started = Instant::now();
-    let flash = Command::new(&exe)
-        .args(["flash", "--port", &pty, "--no-reset", "--rawprogram"])
-        .arg(&summary.rawprogram[0])
-        .arg("--patch")
-        .arg(&summary.patch[0])
+    let mut flash = Command::new(&exe)
+        .args([
+            "flash",
+            "--port",
+            &pty,
+            "--no-reset",
+            "--storage",
+            "ufs",
+            "--rawprogram",
+        ])
+        .arg(&xml)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| bench_error("cannot start qrescue flash", e))?;
-    let pid = flash.id() as libc::pid_t;
-    // wait4 gives the child's own peak RSS (ru_maxrss, KiB on Linux).
-    let mut status = 0;
-    // SAFETY: plain wait4 on our own child; the rusage struct is ours.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::wait4(pid, &mut status, 0, &mut ru);
-        ru
+    let mut peak = 0;
+    let status = loop {
+        if let Some(k) = vm_hwm_kib(flash.id()) {
+            peak = peak.max(k);
+        }
+        match flash.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(bench_error("lost the flash process", e)),
+        }
     };
     let secs = started.elapsed().as_secs_f64();
     let _ = nix::sys::signal::kill(
@@ -305,13 +334,13 @@ fn rss_bench(dir: &Path, mib: u64) -> crate::Result<(u64, u64, f64)> {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = sim.wait();
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+    if !status.success() {
         return Err(bench_error(
             "qrescue flash failed during the RSS benchmark",
-            format!("status {status}"),
+            status,
         ));
     }
-    Ok((ru.ru_maxrss as u64, summary.image_bytes, secs))
+    Ok((peak, bytes, secs))
 }
 
 pub fn run(args: &BenchArgs, out: &Output) -> crate::Result<()> {
@@ -359,7 +388,7 @@ pub fn run(args: &BenchArgs, out: &Output) -> crate::Result<()> {
         rss_kib as f64 / 1024.0,
         "MiB",
         format!(
-            "{} of eMMC images through a pty to qrescue sim in {:.1} s ({})",
+            "VmHWM; one {} image on emulated UFS, through a pty to qrescue sim, in {:.1} s ({})",
             output::bytes(bytes),
             secs,
             output::rate(bytes as f64 / secs.max(1e-6))
