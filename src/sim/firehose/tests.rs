@@ -511,18 +511,17 @@ fn ufs_sector_size_probe_and_luns() {
     assert_eq!(whole.sha256, None, "a 128 GiB region is not hashed");
 }
 
-fn real_xml(name: &str) -> Option<Vec<Element>> {
+/// A real package XML from tests/data/realxml (byte-identical copies of ../shared/realdata/xml).
+fn real_xml(name: &str) -> Vec<Element> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/realdata/xml")
+        .join("tests/data/realxml")
         .join(name);
-    let text = std::fs::read(p).ok()?;
-    Some(
-        parse_elements(&text, Limits::FILE)
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.depth == 1)
-            .collect(),
-    )
+    let text = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    parse_elements(&text, Limits::FILE)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.depth == 1)
+        .collect()
 }
 
 fn attrs_of(e: &Element, override_num: Option<u64>) -> String {
@@ -544,9 +543,7 @@ fn attrs_of(e: &Element, override_num: Option<u64>) -> String {
 /// on the disk was written for another disk size (as a gpt_main0.bin image is).
 #[test]
 fn real_ptool_patch0_sequence_keeps_the_gpt_valid() {
-    let Some(patches) = real_xml("qcom_emmc_msm8916_ptool__patch0.xml") else {
-        return;
-    };
+    let patches = real_xml("qcom_emmc_msm8916_ptool__patch0.xml");
     let disk: Vec<&Element> = patches
         .iter()
         .filter(|e| e.get("filename") == Some("DISK"))
@@ -594,9 +591,7 @@ fn real_ptool_patch0_sequence_keeps_the_gpt_valid() {
 
 #[test]
 fn real_ufs_patch4_sequence_keeps_lun4_valid() {
-    let Some(patches) = real_xml("qcom_ufs_qcs6490_rubikpi3__patch4.xml") else {
-        return;
-    };
+    let patches = real_xml("qcom_ufs_qcs6490_rubikpi3__patch4.xml");
     let mut h = start(Programmer::new(&StorageProfile::ufs_qcs6490(), quiet()));
     for p in patches.iter().filter(|e| e.name == "patch") {
         let r = h.command(&format!("<patch {} />", attrs_of(p, None)));
@@ -615,7 +610,7 @@ fn run_nand_package(
     xml: &str,
     image_pages: u64,
 ) -> (Programmer, Vec<(String, Reply)>) {
-    let els = real_xml(xml).expect("real xml");
+    let els = real_xml(xml);
     let is0 = |e: &Element| e.get("start_sector") == Some("0");
     let mut order: Vec<&Element> = Vec::new();
     order.extend(els.iter().filter(|e| e.name == "erase" && is0(e)));
@@ -650,9 +645,6 @@ fn run_nand_package(
 
 #[test]
 fn real_quectel_nand_packages_flash_on_matching_profiles() {
-    if real_xml("quectel_em12g_sdx20__rawprogram_nand_p4K_b256K_update.xml").is_none() {
-        return;
-    }
     for (profile, xml) in [
         (
             StorageProfile::nand_em12g(),
@@ -677,9 +669,6 @@ fn real_quectel_nand_packages_flash_on_matching_profiles() {
 
 #[test]
 fn geometry_mismatches_fail_like_real_modems() {
-    if real_xml("quectel_eg25g_mdm9607__rawprogram_nand_p2K_b128K_update.xml").is_none() {
-        return;
-    }
     // EG25GGB-256 (2K pages, 256K blocks) with a p2K_b128K package: start_sector unaligned.
     let (_, out) = run_nand_package(
         StorageProfile::nand_eg25g_256k_blocks(),
