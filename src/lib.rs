@@ -5,6 +5,7 @@
 //! `sim` is the emulated modem; `cli` holds one runner per subcommand.
 
 pub mod cli;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod package;

@@ -3,4 +3,5 @@
 
 pub mod expr;
 pub mod rawprogram;
+pub mod source;
 pub mod sparse;
