@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod snapshot;
+pub mod watch;
 
 pub use snapshot::{DeviceSnapshot, EndpointSnapshot, InterfaceSnapshot, Speed, TransferType};
 
