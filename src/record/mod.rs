@@ -18,5 +18,5 @@ pub mod writer;
 pub use format::{Body, Event, Header, Payload};
 pub use reader::{Recording, StreamSummary};
 pub use redact::Direction;
-pub use source::{RecordingSource, ReplaySource};
+pub use source::{pump, RecordingSource, ReplaySource};
 pub use writer::{RecordOptions, Recorder, SharedRecorder};

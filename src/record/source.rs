@@ -42,6 +42,29 @@ impl<S: DeviceSource> DeviceSource for RecordingSource<S> {
     }
 }
 
+/// Drain `source` for `duration` (or until it is finished or `stop` is set), handing each event
+/// to `each`; returns how many there were. With a [`RecordingSource`] this records a device
+/// timeline, e.g. a 14 s boot loop: `pump(&mut RecordingSource::new(src, rec), 14 s, …)`.
+pub fn pump(
+    source: &mut dyn DeviceSource,
+    duration: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+    each: &mut dyn FnMut(&DeviceEvent),
+) -> crate::Result<usize> {
+    let start = Instant::now();
+    let mut n = 0;
+    loop {
+        let left = duration.saturating_sub(start.elapsed());
+        if left.is_zero() || source.finished() || stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(n);
+        }
+        if let Some(e) = source.next_event(left.min(Duration::from_millis(100)))? {
+            each(&e);
+            n += 1;
+        }
+    }
+}
+
 /// The hotplug events of a recording as a [`DeviceSource`]. Events keep their recorded `t_ms`;
 /// they are released at the recorded pace (relative to the first one) divided by `speed`;
 /// speed 0 releases them as fast as they are asked for.
@@ -197,12 +220,14 @@ mod tests {
             },
         ]);
         let mut src = RecordingSource::new(script, rec.clone());
-        let mut seen = 0;
-        while let Some(e) = src.next_event(Duration::ZERO).unwrap() {
-            assert!(e.location() == "3-1.2");
-            seen += 1;
-        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let mut locations = Vec::new();
+        let seen = pump(&mut src, Duration::from_secs(5), &stop, &mut |e| {
+            locations.push(e.location())
+        })
+        .unwrap();
         assert_eq!(seen, 2);
+        assert_eq!(locations, ["3-1.2", "3-1.2"]);
         assert!(src.finished());
         lock(&rec).finish().unwrap();
         drop(src);
