@@ -101,5 +101,9 @@ fn replay_and_record_errors_say_what_to_do() {
 
     let out = qrescue(&["replay", s(&broken), "--speed", "nan"], BOUND);
     assert_eq!(code(&out), 2, "{}", describe(&out));
-    assert!(describe(&out).contains("not a playback speed"), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("not a playback speed"),
+        "{}",
+        describe(&out)
+    );
 }
