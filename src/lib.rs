@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod package;
 pub mod protocol;
+pub mod record;
 pub mod sim;
 pub mod transport;
 

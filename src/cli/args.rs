@@ -31,6 +31,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 
+    /// Record the session (device traffic, phases; serials and IMEIs redacted, images only as
+    /// length + sha256) to this new JSONL file, for a bug report or `qrescue replay`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -55,6 +60,18 @@ pub enum Command {
     StorageInfo(StorageInfoArgs),
     /// Measure upload and flash throughput, CPU time and memory against the emulator.
     Bench(BenchArgs),
+    /// Play back a recording (`--record FILE`): its device timeline, streams and phases.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording (a .jsonl file written with --record).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Playback speed of the device timeline: 1 real time, 10 ten times faster, 0 at once.
+    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    pub speed: f64,
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::cli::args::{DemoArgs, DemoScenario};
 use crate::cli::firehose_cmds::EventPrinter;
 use crate::cli::output::{self, Output};
-use crate::cli::{sahara_cmds, signals, sim_cmd};
+use crate::cli::{recording, sahara_cmds, signals, sim_cmd};
 use crate::engine::firehose::{FirehoseOptions, FirehoseSession, PowerMode, Read};
 use crate::engine::flash::{self, FlashJob, FlashPlan, FlashStep};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
@@ -21,10 +21,13 @@ use crate::sim::firehose::storage::StorageProfile;
 use crate::sim::inproc::InProcessModem;
 use crate::sim::package_gen::{self, PackageOptions};
 use crate::sim::profile::Profile;
+use crate::transport::pipe::PipeEnd;
+use crate::transport::record::RecordingTransport;
 use crate::transport::{pipe, Framing};
 use crate::{Error, ErrorKind};
 
 fn heading(out: &Output, n: usize, total: usize, title: &str, why: &str) {
+    recording::mark(&format!("demo step {n}/{total}: {title}"));
     out.line("");
     out.line(format!("── Step {n}/{total}: {title}"));
     out.line(format!("   {why}"));
@@ -47,7 +50,7 @@ fn start_modem(
     args: &DemoArgs,
     unit: &Profile,
     storage: &StorageProfile,
-) -> (crate::transport::pipe::PipeEnd, InProcessModem) {
+) -> (RecordingTransport<PipeEnd>, InProcessModem) {
     let (host, dev) = pipe::pair_named(Framing::Stream, "emulated modem (in-process)", "device");
     let programmer = Programmer::new(
         storage,
@@ -58,7 +61,7 @@ fn start_modem(
         },
     );
     let modem = InProcessModem::start(dev, DeviceConfig::new(unit.clone()), programmer);
-    (host, modem)
+    (recording::wrap(host), modem)
 }
 
 fn unbrick(args: &DemoArgs, out: &Output) -> crate::Result<()> {

@@ -14,6 +14,7 @@ use crate::engine::firehose::{FirehoseOptions, FirehoseSession, Read, StorageKin
 use crate::engine::flash::{self, FlashJob, FlashPlan};
 use crate::engine::partitions;
 use crate::engine::sahara::SaharaConfig;
+use crate::transport::record::RecordingTransport;
 use crate::transport::serial::SerialTransport;
 use crate::transport::Pushback;
 use crate::{Error, ErrorKind};
@@ -57,7 +58,7 @@ pub fn find_programmer(dir: &Path) -> Option<PathBuf> {
 }
 
 /// A connected Firehose session on a serial port.
-pub type Session = FirehoseSession<Pushback<SerialTransport>>;
+pub type Session = FirehoseSession<Pushback<RecordingTransport<SerialTransport>>>;
 
 /// Open the port and get a ready Firehose session: upload `programmer` if the modem is in the
 /// boot ROM, or attach to a running programmer ([`attach_or_upload`]).
@@ -114,6 +115,7 @@ impl EventPrinter {
     }
 
     pub fn event(&mut self, e: &EngineEvent) {
+        crate::cli::recording::engine_event(e);
         self.out.json_line(e);
         if self.out.json {
             return;

@@ -8,6 +8,8 @@ pub mod firehose_cmds;
 pub mod logging;
 pub mod output;
 pub mod port;
+pub mod recording;
+pub mod replay_cmd;
 pub mod sahara_cmds;
 pub mod signals;
 pub mod sim_cmd;
@@ -57,7 +59,8 @@ fn report_error(out: &Output, e: &crate::Error) {
 /// Run one parsed command line.
 pub fn run(cli: Cli) -> crate::Result<()> {
     let out = Output { json: cli.json };
-    match &cli.command {
+    let recording = recording::start(&cli)?;
+    let result = match &cli.command {
         Command::Info(a) => sahara_cmds::info(a, &out),
         Command::Ramdump(a) => sahara_cmds::ramdump(a, &out),
         Command::SaharaUpload(a) => sahara_cmds::upload(a, &out),
@@ -67,5 +70,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Sim(a) => sim_cmd::run(a, &out),
         Command::Bench(a) => bench::run(a, &out),
         Command::Demo(a) => demo::run(a, &out),
-    }
+        Command::Replay(a) => replay_cmd::run(a, &out),
+    };
+    recording::finish(recording, result)
 }

@@ -2,13 +2,17 @@
 
 use std::path::Path;
 
+use crate::cli::recording;
+use crate::transport::record::RecordingTransport;
 use crate::transport::serial::SerialTransport;
 use crate::transport::TransportError;
 use crate::{Error, ErrorKind};
 
-/// Open `path` as the modem's serial port (raw, exclusive).
-pub fn open(path: &Path) -> crate::Result<SerialTransport> {
-    SerialTransport::open(path).map_err(|e| open_error(path, e))
+/// Open `path` as the modem's serial port (raw, exclusive), recorded under `--record`.
+pub fn open(path: &Path) -> crate::Result<RecordingTransport<SerialTransport>> {
+    SerialTransport::open(path)
+        .map(recording::wrap)
+        .map_err(|e| open_error(path, e))
 }
 
 fn open_error(path: &Path, e: TransportError) -> Error {

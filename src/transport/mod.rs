@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub mod pipe;
 pub mod pty;
 pub mod pushback;
+pub mod record;
+pub mod replay;
 pub mod serial;
 
 /// How bytes are delimited on this transport.
