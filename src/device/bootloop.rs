@@ -128,17 +128,34 @@ impl LoopConfig {
 /// One stay of the device on the bus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Visit {
+    /// When it appeared, or when watching began for a device that was already present.
     pub start_ms: u64,
+    /// False for a device that was already present when watching began: its real appearance
+    /// time is unknown, so it counts for neither the period nor the window.
+    #[serde(default = "start_known_default")]
+    pub start_known: bool,
     /// `None` while the device is still present.
     pub end_ms: Option<u64>,
     pub mode: ModeClass,
     pub label: String,
 }
 
+fn start_known_default() -> bool {
+    true
+}
+
 impl Visit {
     /// How long the device was (or, while present, has been) on the bus as of `now_ms`.
     pub fn duration_ms(&self, now_ms: u64) -> u64 {
         self.end_ms.unwrap_or(now_ms).saturating_sub(self.start_ms)
+    }
+
+    /// How long the device stayed, once it has left (and its appearance was seen).
+    pub fn window_ms(&self) -> Option<u64> {
+        match (self.start_known, self.end_ms) {
+            (true, Some(end)) => Some(end.saturating_sub(self.start_ms)),
+            _ => None,
+        }
     }
 }
 
@@ -507,7 +524,22 @@ impl LoopDetector {
     /// updates the mode (a refined classification or a duplicate event); a different label while
     /// present ends the visit and starts a new one (a mode switch whose vanish was not seen).
     pub fn observe_appear(&mut self, t_ms: u64, mode: ModeClass, label: impl Into<String>) {
-        let label = label.into();
+        self.appear(t_ms, mode, label.into(), true);
+    }
+
+    /// The device was already on the bus when watching began (the listing a device source gives
+    /// first). Its appearance time is unknown, so this visit is left out of the period and window
+    /// measurements; counting it as an appearance at `t_ms` would bend the first interval.
+    pub fn observe_already_present(
+        &mut self,
+        t_ms: u64,
+        mode: ModeClass,
+        label: impl Into<String>,
+    ) {
+        self.appear(t_ms, mode, label.into(), false);
+    }
+
+    fn appear(&mut self, t_ms: u64, mode: ModeClass, label: String, start_known: bool) {
         let t = self.order(t_ms);
         let merge_ms = self.cfg.merge_ms;
         if let Some(last) = self.visits.back_mut() {
@@ -533,6 +565,7 @@ impl LoopDetector {
         }
         self.visits.push_back(Visit {
             start_ms: t,
+            start_known,
             end_ms: None,
             mode,
             label,
@@ -642,6 +675,7 @@ impl LoopDetector {
             .visits
             .iter()
             .zip(self.visits.iter().skip(1))
+            .filter(|(a, _)| a.start_known)
             .map(|(a, b)| b.start_ms.saturating_sub(a.start_ms))
             .max();
         if let Some(longest) = longest {
@@ -658,7 +692,13 @@ impl LoopDetector {
     fn best_fit(&self) -> Option<(usize, Fit)> {
         let starts: Vec<u64> = self.visits.iter().map(|v| v.start_ms).collect();
         let tol = self.cfg.tolerance;
-        for from in 0..starts.len() {
+        // Only visits whose appearance was seen.
+        let first = self
+            .visits
+            .iter()
+            .rposition(|v| !v.start_known)
+            .map_or(0, |i| i + 1);
+        for from in first..starts.len() {
             let s = &starts[from..];
             if s.len() < 3 {
                 break;
@@ -681,10 +721,7 @@ impl LoopDetector {
         let lag = fit.lag;
 
         // Windows: closed visits only.
-        let mut all: Vec<u64> = visits
-            .iter()
-            .filter_map(|v| v.end_ms.map(|e| e.saturating_sub(v.start_ms)))
-            .collect();
+        let mut all: Vec<u64> = visits.iter().filter_map(|v| v.window_ms()).collect();
         if all.is_empty() {
             all.push(last.duration_ms(now));
         }
@@ -700,7 +737,7 @@ impl LoopDetector {
             let mut w: Vec<u64> = visits
                 .iter()
                 .filter(|v| v.label == label && v.mode == mode)
-                .filter_map(|v| v.end_ms.map(|e| e.saturating_sub(v.start_ms)))
+                .filter_map(|v| v.window_ms())
                 .collect();
             if w.is_empty() {
                 return window;
@@ -730,22 +767,41 @@ impl LoopDetector {
             .collect();
 
         // Prediction: from each of the last `lag` appearances, the first repeat that is not
-        // before the last observation nor more than the tolerance overdue.
+        // before the last observation nor (while the device is away) more than the tolerance
+        // overdue. While the device is present it cannot appear anew, so nothing is missed yet.
+        let present = last.end_ms.is_none();
         let grace = (self.cfg.tolerance * fit.period / lag as f64) as u64;
         let floor_t = now.saturating_sub(grace);
         let mut best: Option<(u64, usize, u64)> = None; // (time, index, periods ahead)
         for (idx, v) in visits.iter().enumerate().skip(n.saturating_sub(lag)) {
             let s = v.start_ms;
             let k1 = ceil_div(last_obs.saturating_sub(s), period);
-            let k2 = ceil_div(floor_t.saturating_sub(s), period);
+            let k2 = if present {
+                0
+            } else {
+                ceil_div(floor_t.saturating_sub(s), period)
+            };
             let k = k1.max(k2).max(1);
             let t = s.saturating_add(k.saturating_mul(period));
             if best.is_none_or(|(bt, _, _)| t < bt) {
                 best = Some((t, idx, k));
             }
         }
-        let (next_appear, next_idx, ahead) = best.unwrap_or((last_obs, n - 1, 1));
-        let overdue: u64 = if lag == 1 {
+        let (mut next_appear, next_idx, ahead) = best.unwrap_or((last_obs, n - 1, 1));
+        if present {
+            // Staying longer than usual delays the next appearance: it comes the usual gap
+            // after this window closes, and the window has not closed yet.
+            let usual_close = last
+                .start_ms
+                .saturating_add(step_window(&last.label, last.mode));
+            let gap = next_appear.saturating_sub(usual_close);
+            next_appear = next_appear.max(now.saturating_add(gap));
+        }
+        // Appearances from the last one to the predicted one (1 = the very next).
+        let ahead = if present { 1 } else { ahead };
+        let overdue: u64 = if present {
+            0
+        } else if lag == 1 {
             ahead - 1
         } else {
             // Predicted repeats of each phase that fell between the last appearance and the
@@ -802,7 +858,7 @@ impl LoopDetector {
                 let w: Vec<u64> = visits
                     .iter()
                     .filter(|v| v.label == label && v.mode == mode)
-                    .filter_map(|v| v.end_ms.map(|e| e.saturating_sub(v.start_ms)))
+                    .filter_map(|v| v.window_ms())
                     .collect();
                 let (Some(&lo), Some(&hi)) = (w.iter().min(), w.iter().max()) else {
                     return false;
@@ -1673,6 +1729,52 @@ mod tests {
     }
 
     #[test]
+    fn staying_longer_than_usual_delays_the_prediction_without_counting_a_miss() {
+        // 14 s loop, 10 s window (…/31665, `sim --boot-loop 14:10`); the 4th visit overstays.
+        let mut ev = visits(&[0, 14_000, 28_000], &[10_000], ModeClass::Edl, EDL);
+        ev.push(A(42_000, ModeClass::Edl, EDL));
+        let d = feed(&ev);
+        let r = looping(&d, 50_000);
+        assert_eq!((r.next_appear_ms, r.missed_cycles), (56_000, 0));
+        assert_eq!(r.open_window_closes_ms, Some(52_000));
+        // Still there at 65 s: the usual 4 s gap after it leaves, at the earliest.
+        let r = looping(&d, 65_000);
+        assert_eq!((r.next_appear_ms, r.missed_cycles), (69_000, 0));
+        assert_eq!(r.open_window_closes_ms, Some(65_000));
+    }
+
+    #[test]
+    fn a_device_already_present_when_watching_began_does_not_bend_the_period() {
+        // `qrescue watch` starts 2 s into a 9008 window of a 14 s loop with 10 s windows:
+        // the first listing is at t=0 but the device really appeared at -2 s.
+        let mut d = LoopDetector::default();
+        d.observe_already_present(0, ModeClass::Edl, EDL);
+        d.observe_vanish(8_000);
+        for s in [12_000u64, 26_000] {
+            d.observe_appear(s, ModeClass::Edl, EDL);
+            d.observe_vanish(s + 10_000);
+        }
+        d.observe_appear(40_000, ModeClass::Edl, EDL);
+        let r = looping(&d, 40_000);
+        assert_eq!(
+            (r.period_ms, r.window_ms, r.window_min_ms),
+            (14_000, 10_000, 10_000)
+        );
+        assert_eq!(r.cycles, 3);
+        assert_eq!(r.next_appear_ms, 54_000);
+        // Taken as an appearance at t=0 instead, the first interval (12 s) would pull the
+        // period to 13 s: that is what the call is for.
+        let mut naive = LoopDetector::default();
+        naive.observe_appear(0, ModeClass::Edl, EDL);
+        naive.observe_vanish(8_000);
+        for s in [12_000u64, 26_000] {
+            naive.observe_appear(s, ModeClass::Edl, EDL);
+            naive.observe_vanish(s + 10_000);
+        }
+        assert_eq!(looping(&naive, 36_000).period_ms, 13_000);
+    }
+
+    #[test]
     fn a_long_visit_before_the_loop_is_left_out() {
         // Up for a minute, then a 14 s loop: reported at the loop's 3rd appearance.
         let mut ev = vec![A(0, ModeClass::Normal, EG25), V(60_000)];
@@ -1802,7 +1904,7 @@ mod tests {
         #[test]
         fn arbitrary_timelines_never_panic_nor_predict_the_past(
             events in proptest::collection::vec(
-                (any::<bool>(), time(), mode(), 0..3usize, any::<bool>()), 0..60),
+                (0..5u8, time(), mode(), 0..3usize, any::<bool>()), 0..60),
             queries in proptest::collection::vec(time(), 1..6),
             start in time(),
         ) {
@@ -1810,9 +1912,13 @@ mod tests {
             let mut d = LoopDetector::default();
             // Half the events sorted from `start` (a plausible timeline), half raw times.
             let mut t = start;
-            for (appear, dt, m, l, raw) in events {
+            for (kind, dt, m, l, raw) in events {
                 let at = if raw { dt } else { t = t.saturating_add(dt % 30_000); t };
-                if appear { d.observe_appear(at, m, labels[l]) } else { d.observe_vanish(at) }
+                match kind {
+                    0 => d.observe_already_present(at, m, labels[l]),
+                    1 | 2 => d.observe_appear(at, m, labels[l]),
+                    _ => d.observe_vanish(at),
+                }
                 for &q in &queries {
                     let st = d.status(q);
                     if let Some(r) = st.report() {
@@ -1827,6 +1933,47 @@ mod tests {
                         }
                         let _ = r.summary();
                         let _ = r.seconds_until_next(q);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn loop_like_timelines_with_noise_keep_predictions_ahead(
+            period in 500u64..=200_000,
+            steps in proptest::collection::vec(
+                (-0.3f64..=0.3, 0.0f64..1.0, 0..6u8, 0..3usize), 3..25),
+            offset in time(),
+            queries in proptest::collection::vec(0u64..2_000_000, 1..4),
+        ) {
+            let labels = [EDL, FASTBOOT, CRASH];
+            let modes = [ModeClass::Edl, ModeClass::Fastboot, ModeClass::CrashDump];
+            let mut d = LoopDetector::default();
+            let mut t = offset;
+            for (jit, wfrac, noise, l) in steps {
+                let interval = (period as f64 * (1.0 + jit)) as u64;
+                t = t.saturating_add(interval);
+                if noise == 0 {
+                    continue; // a missed appearance
+                }
+                d.observe_appear(t, modes[l], labels[l]);
+                if noise == 1 {
+                    d.observe_vanish(t.saturating_add(20)); // a blip, then re-enumeration
+                    d.observe_appear(t.saturating_add(60), modes[l], labels[l]);
+                }
+                if noise == 2 {
+                    d.observe_vanish(t); // duplicate vanishes
+                }
+                d.observe_vanish(t.saturating_add((interval as f64 * wfrac * 0.9) as u64));
+                let last = d.last_observation_ms().unwrap();
+                for &q in &queries {
+                    let now = last.saturating_add(q);
+                    if let Some(r) = d.status(now).report() {
+                        prop_assert!(r.next_appear_ms >= last, "{r:?} last {last}");
+                        prop_assert!(r.period_ms >= 1);
+                        prop_assert!((0.0..=1.0).contains(&r.confidence));
+                        prop_assert!(r.window_min_ms <= r.window_ms);
+                        prop_assert!(r.window_ms <= r.window_max_ms);
                     }
                 }
             }
