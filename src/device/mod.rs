@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod bootloop;
 pub mod snapshot;
 pub mod watch;
 
