@@ -12,6 +12,7 @@ pub mod linkfault;
 pub mod package_gen;
 pub mod profile;
 pub mod stoplink;
+pub mod usb_ids;
 
 use crate::transport::Transport;
 
