@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod sim_source;
+pub mod sim_wire;
 pub mod snapshot;
 
 pub use snapshot::{DeviceSnapshot, EndpointSnapshot, InterfaceSnapshot, Speed, TransferType};
