@@ -423,6 +423,9 @@ fn appearance_bench(dir: &Path, count: u64) -> crate::Result<AppearanceFigures> 
             .name("bench-boot-loop".into())
             .spawn(move || {
                 let mut cfg = DeviceConfig::new(profile);
+                // Short reads so a closing 20 ms window is noticed promptly (the default 50 ms
+                // would stretch every appearance past its period).
+                cfg.poll = Duration::from_millis(5);
                 let mut programmer = Programmer::new(&storage, ProgrammerOptions::default());
                 let schedule = Schedule {
                     boot_loop: Some(boot_loop),
