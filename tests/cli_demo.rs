@@ -67,6 +67,8 @@ fn bench_quick_reports_every_figure() {
         "flash 16 MiB NAND image, in-process",
         "flash 16 MiB NAND image, over a pty",
         "peak RSS of qrescue flash, 64 MiB package",
+        "appearance -> first Sahara answer, median",
+        "appearance -> first Sahara answer, p99",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }

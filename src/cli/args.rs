@@ -220,6 +220,14 @@ pub struct SimArgs {
     /// With --emit-package: total size of the partition images in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 8)]
     pub package_mib: u64,
+    /// Make the modem come and go like one in a boot loop: it appears every PERIOD seconds and
+    /// stays WINDOW seconds (fractions allowed, WINDOW < PERIOD), each time on a new pty.
+    #[arg(long, value_name = "PERIOD:WINDOW")]
+    pub boot_loop: Option<crate::sim::enumerate::BootLoop>,
+    /// The Unix socket that announces appear/vanish events to watchers (`qrescue watch --sim`).
+    /// Default: a fresh path in $XDG_RUNTIME_DIR or the temp folder; the first JSON line names it.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

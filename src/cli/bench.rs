@@ -1,30 +1,40 @@
 //! `qrescue bench`: measures what the issues ask for and prints a table (never a pass/fail):
 //! Sahara upload of a 600 KiB programmer in-process and over a pty; flash throughput of a
 //! 64 MiB image in-process and over a pty (MB/s and CPU seconds); peak RSS of `qrescue flash`
-//! writing a 512 MiB package through a pty to `qrescue sim` (it must stream, not load images).
+//! writing a 512 MiB package through a pty to `qrescue sim` (it must stream, not load images);
+//! and the latency from an emulated device's appearance to its first Sahara packet answered, over
+//! 200 appearances of a boot loop followed through the emulator's announcement socket.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::cli::args::BenchArgs;
 use crate::cli::output::{self, Output};
+use crate::device::sim_source::SimSource;
+use crate::device::sim_wire::SimHeader;
+use crate::device::{DeviceChange, DeviceSource};
 use crate::engine::events::{EngineEvent, StepKind};
 use crate::engine::flash::{self, FlashJob, FlashPlan};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
+use crate::protocol::sahara::packet::Packet;
+use crate::sim::announce::Announcer;
 use crate::sim::device::DeviceConfig;
 use crate::sim::elf::{self, ElfClass};
+use crate::sim::enumerate::{self, BootLoop, Schedule, UsbNotice};
 use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
 use crate::sim::firehose::storage::StorageProfile;
+use crate::sim::hub::UsbHub;
 use crate::sim::inproc::InProcessModem;
 use crate::sim::profile::Profile;
 use crate::transport::pipe;
 use crate::transport::pty::PtyDevice;
 use crate::transport::serial::SerialTransport;
-use crate::transport::{Framing, Transport};
+use crate::transport::{read_exact, Framing, Transport};
 use crate::{Error, ErrorKind};
 
 /// One measured figure.
@@ -343,6 +353,166 @@ fn rss_bench(dir: &Path, mib: u64) -> crate::Result<(u64, u64, f64)> {
     Ok((peak, bytes, secs))
 }
 
+/// Latencies of [`appearance_bench`], in seconds.
+struct AppearanceFigures {
+    /// Appearance → the device's first answer (READ_DATA after our HELLO_RESP), per appearance.
+    answered: Vec<f64>,
+    /// Appearance → the Appear event read from the socket.
+    delivered: Vec<f64>,
+    /// Appearances whose window closed before the host got its answer.
+    missed: usize,
+    boot_loop: BootLoop,
+}
+
+/// The value at quantile `q` (0..=1) of sorted `v` (nearest rank).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let rank = (q * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// The host's side of one appearance: open the pty, read HELLO, answer it, and return when the
+/// device's first request (READ_DATA) arrived.
+fn answer_first_packet(tty: &Path, within: Duration) -> Result<Instant, String> {
+    let mut host = SerialTransport::open(tty).map_err(|e| e.to_string())?;
+    let mut hello = [0u8; 0x30];
+    read_exact(&mut host, &mut hello, within).map_err(|e| e.to_string())?;
+    match Packet::parse(&hello) {
+        Ok((Packet::Hello { .. }, _)) => {}
+        other => return Err(format!("expected HELLO, got {other:?}")),
+    }
+    let resp = Packet::HelloResp {
+        version: 2,
+        version_supported: 1,
+        status: 0,
+        mode: 0,
+        reserved: [0; 6],
+    };
+    host.write(&resp.encode(), within)
+        .map_err(|e| e.to_string())?;
+    let mut req = [0u8; 20];
+    read_exact(&mut host, &mut req, within).map_err(|e| e.to_string())?;
+    let at = Instant::now();
+    match Packet::parse(&req) {
+        Ok((Packet::ReadData { .. }, _)) => Ok(at),
+        other => Err(format!("expected READ_DATA, got {other:?}")),
+    }
+}
+
+/// An in-process EC25 in a boot loop (`count` appearances) on the emulated bus, announced on a
+/// real socket; this thread follows the socket with [`SimSource`] like `qrescue watch --sim`
+/// does, and for every appearance opens the pty as soon as the Appear arrives, reads HELLO,
+/// sends HELLO_RESP and waits for READ_DATA.
+fn appearance_bench(dir: &Path, count: u64) -> crate::Result<AppearanceFigures> {
+    let boot_loop = BootLoop {
+        period: Duration::from_millis(25),
+        window: Duration::from_millis(20),
+    };
+    let profile = Profile::by_name("ec25").expect("built-in profile");
+    let storage = StorageProfile::by_name("nand-ec25e").expect("built-in storage");
+    let hub = UsbHub::new();
+    let socket = dir.join("bench-sim.sock");
+    let header = SimHeader::new(std::process::id(), "ec25", Some(boot_loop.info()));
+    let announcer = Announcer::bind(&socket, &header, &hub)?;
+    let mut source = SimSource::connect(&socket)?;
+    // When each appearance was published (index = appearance number).
+    let appeared: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let unit = {
+        let (hub, appeared, stop) = (hub.clone(), appeared.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("bench-boot-loop".into())
+            .spawn(move || {
+                let mut cfg = DeviceConfig::new(profile);
+                // Short reads so a closing 20 ms window is noticed promptly (the default 50 ms
+                // would stretch every appearance past its period).
+                cfg.poll = Duration::from_millis(5);
+                let mut programmer = Programmer::new(&storage, ProgrammerOptions::default());
+                let schedule = Schedule {
+                    boot_loop: Some(boot_loop),
+                    limit: Some(count),
+                };
+                enumerate::run_on_usb(&mut cfg, &mut programmer, &hub, schedule, &stop, &mut |n| {
+                    if let UsbNotice::Appear { .. } = n {
+                        if let Ok(mut v) = appeared.lock() {
+                            v.push(Instant::now());
+                        }
+                    }
+                })
+            })
+            .map_err(|e| bench_error("cannot start the emulated boot loop", e))?
+    };
+    // Per appearance: when its event arrived, and when the device answered (None: missed).
+    let mut seen: Vec<(Instant, Option<Instant>)> = Vec::new();
+    let mut vanished = 0u64;
+    let mut failure = None;
+    while vanished < count {
+        match source.next_event(Duration::from_secs(10)) {
+            Ok(Some(e)) => match &e.change {
+                DeviceChange::Appear { device } => {
+                    let got = Instant::now();
+                    let tty = device.interface(0).and_then(|i| i.tty.clone());
+                    let answer = tty.and_then(|t| {
+                        answer_first_packet(Path::new(&t), boot_loop.period)
+                            .map_err(|e| tracing::debug!(error = %e, "missed an appearance"))
+                            .ok()
+                    });
+                    seen.push((got, answer));
+                }
+                DeviceChange::Vanish { .. } => vanished += 1,
+            },
+            Ok(None) => {
+                failure = Some(bench_error(
+                    "the emulated boot loop stalled",
+                    "no appear/vanish for 10 s",
+                ));
+                break;
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let ended = unit.join();
+    announcer.shutdown();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    match ended {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(bench_error("the emulated boot loop failed", e)),
+        Err(_) => return Err(bench_error("the emulated boot loop crashed", "panic")),
+    }
+    let appeared = appeared.lock().map(|v| v.clone()).unwrap_or_default();
+    let mut figures = AppearanceFigures {
+        answered: Vec::new(),
+        delivered: Vec::new(),
+        missed: 0,
+        boot_loop,
+    };
+    for (at, (got, answer)) in appeared.iter().zip(&seen) {
+        figures
+            .delivered
+            .push(got.saturating_duration_since(*at).as_secs_f64());
+        match answer {
+            Some(t) => figures
+                .answered
+                .push(t.saturating_duration_since(*at).as_secs_f64()),
+            None => figures.missed += 1,
+        }
+    }
+    if figures.answered.is_empty() {
+        return Err(bench_error(
+            "no emulated appearance was answered in time",
+            format!("all {count} windows closed first (is the machine very busy?)"),
+        ));
+    }
+    figures.answered.sort_by(|a, b| a.total_cmp(b));
+    figures.delivered.sort_by(|a, b| a.total_cmp(b));
+    Ok(figures)
+}
+
 pub fn run(args: &BenchArgs, out: &Output) -> crate::Result<()> {
     let dir = tempfile::tempdir().map_err(|e| bench_error("cannot create a temp folder", e))?;
     let mut figures = Vec::new();
@@ -392,6 +562,38 @@ pub fn run(args: &BenchArgs, out: &Output) -> crate::Result<()> {
             output::bytes(bytes),
             secs,
             output::rate(bytes as f64 / secs.max(1e-6))
+        ),
+    ));
+
+    let appearances = if args.quick { 40 } else { 200 };
+    let a = appearance_bench(dir.path(), appearances)?;
+    let ms = |v: f64| v * 1000.0;
+    let n = a.answered.len();
+    let how = format!(
+        "{n} of {appearances} appearances answered ({} missed the window) of an in-process EC25 \
+         boot loop ({} ms period, {} ms window), followed through its socket",
+        a.missed,
+        a.boot_loop.period.as_millis(),
+        a.boot_loop.window.as_millis()
+    );
+    figures.push(fig(
+        "appearance -> first Sahara answer, median",
+        ms(quantile(&a.answered, 0.5)),
+        "ms",
+        format!(
+            "{how}; min {:.2} ms, max {:.2} ms; event delivered after {:.2} ms (median)",
+            ms(a.answered[0]),
+            ms(a.answered[n - 1]),
+            ms(quantile(&a.delivered, 0.5))
+        ),
+    ));
+    figures.push(fig(
+        "appearance -> first Sahara answer, p99",
+        ms(quantile(&a.answered, 0.99)),
+        "ms",
+        format!(
+            "open pty, read HELLO, send HELLO_RESP, get READ_DATA; event delivery p99 {:.2} ms",
+            ms(quantile(&a.delivered, 0.99))
         ),
     ));
 

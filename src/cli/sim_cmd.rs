@@ -1,24 +1,31 @@
 //! `qrescue sim`: run an emulated modem (boot ROM + Firehose programmer) on a pty until killed,
 //! announcing every change as one JSON line on stdout.
+//!
+//! The first line is `ready` (with the pty and the announcement `socket`); then `appear` /
+//! `vanish` for every appearance on the emulated bus (one, or a boot loop with `--boot-loop`),
+//! `programmer_started` / `programmer_exit`, a run's own end (`powered_off`, `link_lost`,
+//! `link_dropped`, `rebooted`) and finally `exit`. Watchers in other processes follow the same
+//! appear/vanish events on the socket (`crate::device::sim_source::SimSource`).
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use serde_json::json;
 
 use crate::cli::args::{SimArgs, SimMode, StorageArg};
 use crate::cli::output::Output;
 use crate::cli::signals;
-use crate::sim::device::{self, DeviceConfig, RunOutcome};
+use crate::device::sim_wire::SimHeader;
+use crate::device::DeviceChange;
+use crate::sim::announce::{self, Announcer};
+use crate::sim::device::{DeviceConfig, RunOutcome};
+use crate::sim::enumerate::{self, Schedule, UsbNotice};
 use crate::sim::faults::FaultPlan;
 use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
 use crate::sim::firehose::storage::StorageProfile;
+use crate::sim::hub::UsbHub;
 use crate::sim::package_gen::{self, PackageOptions};
 use crate::sim::profile::{self, Personality, Profile, UnitIdentity};
-use crate::sim::stoplink::StopLink;
 use crate::sim::{AfterUpload, ProgrammerExit};
-use crate::transport::pty::PtyDevice;
 use crate::transport::Transport;
 use crate::{Error, ErrorKind};
 
@@ -82,6 +89,16 @@ impl AfterUpload for Announcing<'_> {
             &json!({"event": "programmer_exit", "reason": format!("{exit:?}").to_lowercase()}),
         );
         exit
+    }
+}
+
+fn outcome_word(o: RunOutcome) -> &'static str {
+    match o {
+        RunOutcome::Stopped => "stopped",
+        RunOutcome::PoweredOff => "powered_off",
+        RunOutcome::LinkLost => "link_lost",
+        RunOutcome::LinkDropped => "link_dropped",
+        RunOutcome::Rebooted => "rebooted",
     }
 }
 
@@ -163,24 +180,26 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
             ..ProgrammerOptions::default()
         },
     );
-    let mut pty = PtyDevice::open().map_err(|e| {
-        Error::new(
-            ErrorKind::Failure,
-            "Cannot create a pseudo-terminal for the emulated modem",
-            "the emulator is exposed to other programs through a pty",
-            "Check that /dev/ptmx is available (devpts mounted)",
-        )
-        .with_source(e)
-    })?;
     let personality = unit.personality;
     let mut cfg = DeviceConfig::new(unit.clone()).with_faults(faults);
     let mode = match personality {
         Personality::Edl => "edl",
         Personality::CrashDump => "crash",
     };
-    out.always_json(&json!({
+    let hub = UsbHub::new();
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(announce::default_socket_path);
+    let header = SimHeader::new(
+        std::process::id(),
+        unit.name.clone(),
+        args.boot_loop.map(|b| b.info()),
+    );
+    let announcer = Announcer::bind(&socket, &header, &hub)?;
+    let mut ready = Some(json!({
         "event": "ready",
-        "pty": pty.slave_path(),
+        "pty": null,
         "mode": mode,
         "usb_id": format!("05c6:{:04x}", unit.usb_pid),
         "profile": unit.name,
@@ -189,40 +208,65 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
         "pk_hash": hex::encode(&unit.identity.pk_hash),
         "faults": args.faults.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
         "seed": args.seed,
+        "socket": socket,
+        "boot_loop": args.boot_loop.map(|b| json!({
+            "period_s": b.period.as_secs_f64(),
+            "window_s": b.window.as_secs_f64(),
+        })),
     }));
     let stop = signals::flag();
-    let outcome = {
+    let schedule = Schedule {
+        boot_loop: args.boot_loop,
+        limit: None,
+    };
+    let result = {
         let mut announcing = Announcing {
             inner: &mut programmer,
             out: *out,
         };
-        // The stop-aware link turns SIGTERM into a link loss for whatever serves the pty (boot
-        // ROM or programmer), so the emulator ends promptly in every state and writes its report.
-        let mut link = StopLink::new(&mut pty, stop);
-        match device::run(&mut link, &mut cfg, &mut announcing, stop) {
-            _ if stop.load(Ordering::SeqCst) => RunOutcome::Stopped,
-            o => o,
-        }
+        // The unit's link is stop-aware (StopLink): SIGTERM or the end of a boot-loop window
+        // becomes a link loss for whatever serves the pty (boot ROM or programmer), so the
+        // emulator ends promptly in every state and writes its report.
+        enumerate::run_on_usb(
+            &mut cfg,
+            &mut announcing,
+            &hub,
+            schedule,
+            stop,
+            &mut |notice| match notice {
+                UsbNotice::Appear { index, pty, event } => {
+                    if let Some(mut r) = ready.take() {
+                        r["pty"] = json!(pty);
+                        out.always_json(&r);
+                    }
+                    let usb_id = match &event.change {
+                        DeviceChange::Appear { device } => device.id(),
+                        DeviceChange::Vanish { .. } => String::new(),
+                    };
+                    out.always_json(&json!({"event": "appear", "t_ms": event.t_ms,
+                        "appearance": index, "pty": pty, "location": event.location(),
+                        "usb_id": usb_id}));
+                }
+                UsbNotice::Ended(o) => out.always_json(&json!({"event": outcome_word(o)})),
+                UsbNotice::Vanish { index, pty, event } => {
+                    out.always_json(&json!({"event": "vanish", "t_ms": event.t_ms,
+                        "appearance": index, "pty": pty, "location": event.location()}));
+                }
+            },
+        )
     };
-    let word = match outcome {
-        RunOutcome::Stopped => "stopped",
-        RunOutcome::PoweredOff => "powered_off",
-        RunOutcome::LinkLost => "link_lost",
-        RunOutcome::LinkDropped => "link_dropped",
-        RunOutcome::Rebooted => "rebooted",
-    };
-    if outcome != RunOutcome::Stopped {
-        out.always_json(&json!({"event": word}));
-        if matches!(outcome, RunOutcome::LinkDropped | RunOutcome::LinkLost) {
-            // Like a pulled cable: the port disappears for the host. The pty never reports a
-            // host closing the slave, so a lost link here means the emulated device vanished
-            // (e.g. drop-in-raw): the host must see it go, not wait for an answer.
-            drop(pty);
-        }
-        while !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    // Watchers get the last vanish and a goodbye before the socket goes away.
+    announcer.shutdown();
+    let outcome = result.map_err(|e| {
+        Error::new(
+            ErrorKind::Failure,
+            "Cannot create a pseudo-terminal for the emulated modem",
+            "the emulator is exposed to other programs through a pty",
+            "Check that /dev/ptmx is available (devpts mounted)",
+        )
+        .with_source(e)
+    })?;
+    let word = outcome_word(outcome);
     if let Some(path) = &args.report {
         let report = programmer.report();
         let bytes = serde_json::to_vec_pretty(&report).map_err(|e| {

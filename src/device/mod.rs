@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod bootloop;
+pub mod sim_source;
+pub mod sim_wire;
 pub mod snapshot;
 pub mod watch;
 

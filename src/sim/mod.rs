@@ -2,16 +2,20 @@
 //! emulated Firehose programmer over NAND or eMMC/UFS storage, seeded fault injection, and pty
 //! exposure. It behaves like real devices on the wire (PROTOCOLS.md §9), quirks included.
 
+pub mod announce;
 pub mod bootrom;
 pub mod device;
 pub mod elf;
+pub mod enumerate;
 pub mod faults;
 pub mod firehose;
+pub mod hub;
 pub mod inproc;
 pub mod linkfault;
 pub mod package_gen;
 pub mod profile;
 pub mod stoplink;
+pub mod usb_ids;
 
 use crate::transport::Transport;
 

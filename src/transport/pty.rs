@@ -131,6 +131,14 @@ impl PtyDevice {
         &self.slave_path
     }
 
+    /// A duplicate of the device's own slave descriptor. Held after the `PtyDevice` is dropped
+    /// (hosts still see the hang-up and the node disappears), it keeps this pty's number taken,
+    /// so the next pty gets another path: a re-enumerated modem gets a new port, and a host
+    /// holding the old path can never reach the new device through it.
+    pub fn keep_number(&self) -> io::Result<OwnedFd> {
+        self.slave.try_clone()
+    }
+
     /// Bytes the device wrote that no host has read yet (queued in the slave's input).
     ///
     /// Approximate for a moment after a write: the kernel moves pty bytes into the slave's queue

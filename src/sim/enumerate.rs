@@ -1,0 +1,506 @@
+//! Emulated enumeration: one emulated unit that appears on the emulated bus ([`UsbHub`]) as a new
+//! pty, serves Sahara (and Firehose after an upload) while it is there, and vanishes — once, or
+//! again and again in a boot loop ([`BootLoop`]: it appears every PERIOD and stays WINDOW).
+//!
+//! Each appearance is a fresh [`PtyDevice`] with a fresh boot ROM (a fresh HELLO); the storage
+//! behind the programmer persists, like a real unit's flash. When an appearance ends, the pty is
+//! closed first (a host mid-transfer sees the link drop, as with a pulled cable), then the
+//! `Vanish` is published. The previous ptys' numbers stay taken ([`PtyDevice::keep_number`]), so
+//! consecutive appearances never share a path.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::device::sim_wire::BootLoopInfo;
+use crate::device::DeviceEvent;
+use crate::transport::pty::PtyDevice;
+use crate::transport::TransportError;
+
+use super::device::{self, DeviceConfig, RunOutcome};
+use super::hub::UsbHub;
+use super::stoplink::StopLink;
+use super::usb_ids;
+use super::AfterUpload;
+
+/// `--boot-loop PERIOD:WINDOW`: the unit appears every `period` and stays `window` (< period).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootLoop {
+    pub period: Duration,
+    pub window: Duration,
+}
+
+/// Shortest accepted window and gap (anything shorter is below what a host can even notice).
+const MIN_SPAN: Duration = Duration::from_millis(1);
+/// Longest accepted period: one day.
+const MAX_PERIOD: Duration = Duration::from_secs(86_400);
+
+fn seconds(what: &str, text: &str) -> Result<Duration, String> {
+    let v: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{what} '{text}' is not a number of seconds (e.g. 10 or 0.8)"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!(
+            "{what} must be a positive number of seconds, not '{text}'"
+        ));
+    }
+    if v > MAX_PERIOD.as_secs_f64() {
+        return Err(format!("{what} of {v} s is longer than a day"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl FromStr for BootLoop {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let (p, w) = spec.split_once(':').ok_or_else(|| {
+            format!(
+                "expected PERIOD:WINDOW in seconds, e.g. 10:4 (appears every 10 s, stays 4 s), not '{spec}'"
+            )
+        })?;
+        let period = seconds("PERIOD", p)?;
+        let window = seconds("WINDOW", w)?;
+        if window >= period {
+            return Err(format!(
+                "WINDOW ({} s) must be shorter than PERIOD ({} s): the modem has to be gone for a while before it comes back",
+                window.as_secs_f64(),
+                period.as_secs_f64()
+            ));
+        }
+        if window < MIN_SPAN || period - window < MIN_SPAN {
+            return Err("WINDOW and PERIOD - WINDOW must each be at least 1 ms".into());
+        }
+        Ok(BootLoop { period, window })
+    }
+}
+
+impl BootLoop {
+    /// As announced in the socket header.
+    pub fn info(&self) -> BootLoopInfo {
+        BootLoopInfo {
+            period_ms: u64::try_from(self.period.as_millis()).unwrap_or(u64::MAX),
+            window_ms: u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// What happens on the emulated bus, for the caller to print or record.
+#[derive(Debug)]
+pub enum UsbNotice<'a> {
+    /// Appearance number `index` (from 0) on `pty`.
+    Appear {
+        index: u64,
+        pty: &'a Path,
+        event: &'a DeviceEvent,
+    },
+    /// The unit's run ended on its own while it was present (powered off, link dropped, crash
+    /// unit reset), not by the window closing or a stop.
+    Ended(RunOutcome),
+    /// The appearance on `pty` is over; its pty is already closed.
+    Vanish {
+        index: u64,
+        pty: &'a Path,
+        event: &'a DeviceEvent,
+    },
+}
+
+/// How [`run_on_usb`] schedules appearances.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Schedule {
+    /// `None`: one appearance that lasts until stopped.
+    pub boot_loop: Option<BootLoop>,
+    /// Stop after this many appearances (benchmarks, tests); `None`: until stopped.
+    pub limit: Option<u64>,
+}
+
+/// How many retired pty numbers stay taken.
+const KEEP_NUMBERS: usize = 2;
+
+struct Appearance {
+    index: u64,
+    pty: PtyDevice,
+    path: PathBuf,
+    location: String,
+}
+
+struct Bus<'a> {
+    hub: &'a UsbHub,
+    profile: &'a super::profile::Profile,
+    next_address: u8,
+    kept: VecDeque<OwnedFd>,
+}
+
+impl Bus<'_> {
+    fn appear(
+        &mut self,
+        index: u64,
+        notify: &mut dyn FnMut(UsbNotice),
+    ) -> Result<Appearance, TransportError> {
+        let pty = PtyDevice::open()?;
+        let path = pty.slave_path().to_path_buf();
+        // Device numbers count up at every enumeration on a real bus (1 is the root hub).
+        let address = self.next_address;
+        self.next_address = if address >= 127 { 2 } else { address + 1 };
+        let snapshot = usb_ids::boot_rom_snapshot(self.profile, Some(&path), address);
+        let location = snapshot.location();
+        let event = self.hub.appear(snapshot);
+        notify(UsbNotice::Appear {
+            index,
+            pty: &path,
+            event: &event,
+        });
+        Ok(Appearance {
+            index,
+            pty,
+            path,
+            location,
+        })
+    }
+
+    fn vanish(&mut self, a: Appearance, notify: &mut dyn FnMut(UsbNotice)) {
+        match a.pty.keep_number() {
+            Ok(fd) => {
+                self.kept.push_back(fd);
+                if self.kept.len() > KEEP_NUMBERS {
+                    self.kept.pop_front();
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not keep the pty number"),
+        }
+        // Close the pty before announcing: whoever sees the vanish finds the port gone.
+        drop(a.pty);
+        if let Some(event) = self.hub.vanish(&a.location) {
+            notify(UsbNotice::Vanish {
+                index: a.index,
+                pty: &a.path,
+                event: &event,
+            });
+        }
+    }
+}
+
+/// Serve one appearance until the unit's run ends, `stop` is set, or `deadline` passes. Returns
+/// the run's outcome and whether the deadline ended it.
+fn serve(
+    pty: &mut PtyDevice,
+    cfg: &mut DeviceConfig,
+    programmer: &mut dyn AfterUpload,
+    stop: &AtomicBool,
+    deadline: Option<Instant>,
+) -> (RunOutcome, bool) {
+    let unit_stop = AtomicBool::new(false);
+    let window_closed = AtomicBool::new(false);
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let (us, wc) = (&unit_stop, &window_closed);
+        s.spawn(move || loop {
+            if stop.load(Ordering::SeqCst) {
+                us.store(true, Ordering::SeqCst);
+                return;
+            }
+            let mut wait = Duration::from_millis(20);
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    wc.store(true, Ordering::SeqCst);
+                    us.store(true, Ordering::SeqCst);
+                    return;
+                }
+                wait = wait.min(left);
+            }
+            match done_rx.recv_timeout(wait) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+        });
+        let outcome = {
+            let mut link = StopLink::new(pty, &unit_stop);
+            device::run(&mut link, cfg, programmer, &unit_stop)
+        };
+        drop(done_tx);
+        (outcome, window_closed.load(Ordering::SeqCst))
+    })
+}
+
+fn sleep_until(t: Instant, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        let left = t.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(20)));
+    }
+}
+
+/// Run the unit of `cfg` on the emulated bus `hub` as `schedule` says, until `stop` is set (or
+/// the schedule's limit is reached). `notify` hears every appearance, vanish and run end (the
+/// library never prints). Returns the last run's own end (`Stopped` when it was stopped, or in a
+/// boot loop), or the pty error that kept the unit from appearing.
+///
+/// Without a boot loop the unit appears once: a run that ends on its own is reported
+/// ([`UsbNotice::Ended`]); after a lost or dropped link the unit vanishes (the pty closes),
+/// otherwise it stays present, silent, until stopped — as `qrescue sim` always behaved. In a
+/// boot loop, an appearance ends when its window closes or its run ends, whichever comes first.
+pub fn run_on_usb(
+    cfg: &mut DeviceConfig,
+    programmer: &mut dyn AfterUpload,
+    hub: &UsbHub,
+    schedule: Schedule,
+    stop: &AtomicBool,
+    notify: &mut dyn FnMut(UsbNotice),
+) -> Result<RunOutcome, TransportError> {
+    let mut profile = cfg.profile.clone();
+    profile.personality = cfg.personality;
+    profile.usb_pid = match cfg.personality {
+        super::profile::Personality::Edl => 0x9008,
+        super::profile::Personality::CrashDump => 0x900e,
+    };
+    let mut bus = Bus {
+        hub,
+        profile: &profile,
+        next_address: 2,
+        kept: VecDeque::new(),
+    };
+    let start = Instant::now();
+    let Some(bl) = schedule.boot_loop else {
+        let mut a = bus.appear(0, notify)?;
+        let outcome = match serve(&mut a.pty, cfg, programmer, stop, None).0 {
+            _ if stop.load(Ordering::SeqCst) => RunOutcome::Stopped,
+            o => o,
+        };
+        if outcome == RunOutcome::Stopped {
+            bus.vanish(a, notify);
+            return Ok(outcome);
+        }
+        notify(UsbNotice::Ended(outcome));
+        let mut present = Some(a);
+        if matches!(outcome, RunOutcome::LinkDropped | RunOutcome::LinkLost) {
+            // Like a pulled cable: the port disappears for the host. The pty never reports a
+            // host closing the slave, so a lost link here means the emulated device vanished
+            // (e.g. drop-in-raw): the host must see it go, not wait for an answer.
+            if let Some(a) = present.take() {
+                bus.vanish(a, notify);
+            }
+        }
+        if schedule.limit.is_none() {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if let Some(a) = present {
+            bus.vanish(a, notify);
+        }
+        return Ok(outcome);
+    };
+    let mut index = 0u64;
+    loop {
+        if stop.load(Ordering::SeqCst) || schedule.limit.is_some_and(|l| index >= l) {
+            return Ok(RunOutcome::Stopped);
+        }
+        // Appearances keep to the schedule (no drift); a late one starts at once.
+        let due = start
+            + bl.period
+                .saturating_mul(u32::try_from(index).unwrap_or(u32::MAX));
+        sleep_until(due, stop);
+        if stop.load(Ordering::SeqCst) {
+            return Ok(RunOutcome::Stopped);
+        }
+        let mut a = bus.appear(index, notify)?;
+        let deadline = Instant::now() + bl.window;
+        let (outcome, window_closed) = serve(&mut a.pty, cfg, programmer, stop, Some(deadline));
+        if !stop.load(Ordering::SeqCst) && !window_closed && outcome != RunOutcome::Stopped {
+            notify(UsbNotice::Ended(outcome));
+        }
+        bus.vanish(a, notify);
+        index += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{DeviceChange, DeviceSource};
+    use crate::protocol::sahara::packet::Packet;
+    use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
+    use crate::sim::firehose::storage::StorageProfile;
+    use crate::sim::profile::Profile;
+    use crate::transport::serial::SerialTransport;
+    use crate::transport::{read_exact, Transport};
+
+    #[test]
+    fn boot_loop_spec_parses_and_explains_mistakes() {
+        let b: BootLoop = "1.2:0.8".parse().unwrap();
+        assert_eq!(b.period, Duration::from_millis(1200));
+        assert_eq!(b.window, Duration::from_millis(800));
+        assert_eq!(
+            b.info(),
+            BootLoopInfo {
+                period_ms: 1200,
+                window_ms: 800
+            }
+        );
+        assert!("10:4".parse::<BootLoop>().is_ok());
+        for (bad, says) in [
+            ("10", "PERIOD:WINDOW"),
+            ("4:10", "shorter than PERIOD"),
+            ("4:4", "shorter than PERIOD"),
+            ("x:1", "not a number"),
+            ("1:-0.5", "positive"),
+            ("0:0", "positive"),
+            ("inf:1", "positive"),
+            ("NaN:1", "positive"),
+            ("100000:1", "longer than a day"),
+            ("1:0.9999", "at least 1 ms"),
+        ] {
+            let e = bad.parse::<BootLoop>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    fn programmer() -> Programmer {
+        Programmer::new(
+            &StorageProfile::by_name("nand-ec25e").unwrap(),
+            ProgrammerOptions::default(),
+        )
+    }
+
+    /// Answer the HELLO on `pty` and return the device's first answer.
+    fn first_answer(pty: &str) -> Packet {
+        let mut host = SerialTransport::open(Path::new(pty)).unwrap();
+        let mut hello = [0u8; 48];
+        read_exact(&mut host, &mut hello, Duration::from_secs(10)).unwrap();
+        assert!(matches!(
+            Packet::parse(&hello).unwrap().0,
+            Packet::Hello { .. }
+        ));
+        let resp = Packet::HelloResp {
+            version: 2,
+            version_supported: 1,
+            status: 0,
+            mode: 0,
+            reserved: [0; 6],
+        };
+        host.write(&resp.encode(), Duration::from_secs(10)).unwrap();
+        let mut rd = [0u8; 20];
+        read_exact(&mut host, &mut rd, Duration::from_secs(10)).unwrap();
+        Packet::parse(&rd).unwrap().0
+    }
+
+    #[test]
+    fn a_boot_loop_appears_and_vanishes_with_new_ptys_and_serves_each_time() {
+        let hub = UsbHub::new();
+        let mut src = hub.source();
+        let profile = Profile::by_name("ec25").unwrap();
+        let mut cfg = DeviceConfig::new(profile.clone());
+        let stop = AtomicBool::new(false);
+        // Windows long enough for a host on a loaded machine; nothing below depends on them.
+        let schedule = Schedule {
+            boot_loop: Some("0.6:0.5".parse().unwrap()),
+            limit: Some(3),
+        };
+        let host = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut answered = 0;
+            while let Some(e) = src.next_event(Duration::from_secs(20)).unwrap() {
+                if let DeviceChange::Appear { device } = &e.change {
+                    let tty = device.interface(0).unwrap().tty.clone().unwrap();
+                    if answered == 0 {
+                        assert!(matches!(first_answer(&tty), Packet::ReadData { .. }));
+                        answered += 1;
+                    }
+                }
+                seen.push(e);
+            }
+            seen
+        });
+        let mut notices = Vec::new();
+        let outcome = run_on_usb(
+            &mut cfg,
+            &mut programmer(),
+            &hub,
+            schedule,
+            &stop,
+            &mut |n| {
+                notices.push(match n {
+                    UsbNotice::Appear { index, pty, .. } => {
+                        format!("appear {index} {}", pty.display())
+                    }
+                    UsbNotice::Vanish { index, pty, .. } => {
+                        format!("vanish {index} {}", pty.display())
+                    }
+                    UsbNotice::Ended(o) => format!("ended {o:?}"),
+                })
+            },
+        )
+        .unwrap();
+        hub.close();
+        assert_eq!(outcome, RunOutcome::Stopped);
+        let seen = host.join().unwrap();
+        let appear: Vec<_> = seen
+            .iter()
+            .filter(|e| matches!(e.change, DeviceChange::Appear { .. }))
+            .collect();
+        assert_eq!(appear.len(), 3);
+        assert_eq!(seen.len(), 6);
+        for (i, e) in seen.iter().enumerate() {
+            assert_eq!(matches!(e.change, DeviceChange::Appear { .. }), i % 2 == 0);
+            assert_eq!(e.location(), seen[0].location());
+        }
+        assert!(seen.windows(2).all(|w| w[0].t_ms <= w[1].t_ms));
+        let ttys: Vec<_> = appear
+            .iter()
+            .map(|e| match &e.change {
+                DeviceChange::Appear { device } => {
+                    (device.interface(0).unwrap().tty.clone(), device.address)
+                }
+                _ => unreachable!(),
+            })
+            .collect();
+        assert!(ttys.windows(2).all(|w| w[0] != w[1]), "{ttys:?}");
+        // Every pty is gone once its appearance is over.
+        for (tty, _) in &ttys {
+            assert!(!Path::new(tty.as_ref().unwrap()).exists());
+        }
+        assert_eq!(notices.len(), 6, "{notices:?}");
+        assert!(notices[0].starts_with("appear 0 ") && notices[5].starts_with("vanish 2 "));
+    }
+
+    #[test]
+    fn a_single_appearance_lasts_until_stopped_and_then_vanishes() {
+        let hub = UsbHub::new();
+        let mut src = hub.source();
+        let mut cfg = DeviceConfig::new(Profile::by_name("rm502q-crash").unwrap());
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let watcher = std::thread::spawn(move || {
+            let first = src.next_event(Duration::from_secs(20)).unwrap().unwrap();
+            let device = match &first.change {
+                DeviceChange::Appear { device } => device.clone(),
+                c => panic!("{c:?}"),
+            };
+            s2.store(true, Ordering::SeqCst);
+            let second = src.next_event(Duration::from_secs(20)).unwrap().unwrap();
+            (device, second)
+        });
+        let outcome = run_on_usb(
+            &mut cfg,
+            &mut programmer(),
+            &hub,
+            Schedule::default(),
+            &stop,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(outcome, RunOutcome::Stopped);
+        let (device, second) = watcher.join().unwrap();
+        assert_eq!(device.id(), "05c6:900e");
+        assert!(matches!(second.change, DeviceChange::Vanish { .. }));
+        assert!(hub.present().is_empty());
+    }
+}
