@@ -5,3 +5,4 @@ pub mod expr;
 pub mod rawprogram;
 pub mod source;
 pub mod sparse;
+pub mod zip;
