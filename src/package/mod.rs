@@ -2,6 +2,7 @@
 //! discovery, sparse images, manifests and compatibility rules.
 
 pub mod expr;
+pub mod integrity;
 pub mod md5txt;
 pub mod rawprogram;
 pub mod source;
