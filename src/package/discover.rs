@@ -761,6 +761,16 @@ pub fn discover(files: &dyn PackageFiles) -> crate::Result<Discovery> {
     let partition_nand_xml = find_named(&in_update, "partition_nand.xml")
         .or_else(|| find_named(&in_root, "partition_nand.xml"));
 
+    if has_raw(&fw_xml) && has_raw(&root_xml) {
+        notes.push(format!(
+            "the rawprogram files in {} are not used: update/firehose/ has its own",
+            if root.is_empty() {
+                "the package folder"
+            } else {
+                root.as_str()
+            }
+        ));
+    }
     let (kind, xml_dir, xmls, prog_files) = if has_raw(&fw_xml) {
         let actual = in_fw
             .first()

@@ -506,6 +506,20 @@ fn no_package_several_packages_and_no_instructions() {
         d.notes
     );
     assert_eq!(d.sets[0].parts.len(), 1);
+    // XMLs both in update/firehose and in the root: update/firehose wins, said so.
+    let mut p = MemPackage::default();
+    p.files.insert("rawprogram0.xml".into(), vec![]);
+    p.files.insert(
+        "update/firehose/rawprogram_nand_p2K_b128K_update.xml".into(),
+        vec![],
+    );
+    let d = discover(&p).unwrap();
+    assert_eq!(d.kind, LayoutKind::QuectelFirehose);
+    assert!(
+        d.notes.iter().any(|n| n.contains("are not used")),
+        "{:?}",
+        d.notes
+    );
 }
 
 #[test]
