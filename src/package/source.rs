@@ -29,6 +29,12 @@ pub trait PackageFiles: Send + Sync + std::fmt::Debug {
     /// One line for people: `folder /home/x/EC25EFAR06A08M4G` or `zip /tmp/x.zip`.
     fn describe(&self) -> String;
 
+    /// The package's own name as the person saw it (the folder or zip file name without `.zip`),
+    /// e.g. `EG25GGBR07A08M2G_30.006.30.006`; discovery reads revision hints from it.
+    fn origin_name(&self) -> Option<String> {
+        None
+    }
+
     /// Every regular file in the package, sorted by path.
     fn list(&self) -> crate::Result<Vec<PackageFile>>;
 
@@ -278,6 +284,13 @@ impl DirPackage {
 impl PackageFiles for DirPackage {
     fn describe(&self) -> String {
         format!("folder {}", self.root.display())
+    }
+
+    fn origin_name(&self) -> Option<String> {
+        self.real_root
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
     }
 
     fn list(&self) -> crate::Result<Vec<PackageFile>> {
