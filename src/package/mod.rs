@@ -2,6 +2,7 @@
 //! discovery, sparse images, manifests and compatibility rules.
 
 pub mod expr;
+pub mod hostpatch;
 pub mod rawprogram;
 pub mod source;
 pub mod sparse;
