@@ -49,7 +49,8 @@ use crate::engine::firehose::{Erase, Patch, Program, StorageInfo, StorageKind};
 use crate::package::expr::{self, ExprEnv};
 use crate::package::hostpatch::{self, HostPatch, HostPatchError, Overlay};
 use crate::package::rawprogram::{
-    parse_number, parse_patch, parse_rawprogram, EraseEntry, PatchEntry, ProgramEntry, RawEntry,
+    nand_geometry_from_name, parse_number, parse_patch, parse_rawprogram, EraseEntry, PatchEntry,
+    ProgramEntry, RawEntry, SectorExpr,
 };
 use crate::package::source::{join_relative, parent_dir, DirPackage, PackageFiles};
 use crate::package::sparse::{self, RunKind, SparseReader};
@@ -614,6 +615,14 @@ impl Builder {
             return Ok(());
         };
         check_start_byte_hex(p, &entry)?;
+        check_nand_entry(
+            xml,
+            &entry,
+            p.sector_size,
+            p.pages_per_block,
+            Some(&p.start_sector),
+            p.last_sector_consistent(),
+        )?;
         let rel = join_relative(parent_dir(xml), path).map_err(in_entry(&entry))?;
         let file_len = self.files.size(&rel).map_err(in_entry(&entry))?;
         let ss = u64::from(p.sector_size);
@@ -806,6 +815,14 @@ impl Builder {
                 "qrescue never erases a whole storage device from a package; remove the entry",
             ));
         };
+        check_nand_entry(
+            xml,
+            &entry,
+            ss,
+            e.pages_per_block,
+            e.start_sector.as_ref(),
+            e.last_sector_consistent(),
+        )?;
         let lun = e.physical_partition_number.unwrap_or(0);
         let mut cmd = match (e.num_partition_sectors, &e.start_sector) {
             (Some(n), Some(s)) => Erase::new(ss, n, lun, s.to_string()),
@@ -825,6 +842,52 @@ impl Builder {
             cmd,
         })
     }
+}
+
+/// NAND entries must agree with themselves and with the geometry in the XML's name
+/// (`rawprogram_nand_p4K_b256K_update.xml`): the sector size is the page, PAGES_PER_BLOCK is
+/// block / page, every start lies on a block boundary and last_sector (when given) is
+/// start + count − 1. A mismatch means a renamed or edited file, and on NAND a misplaced range
+/// lands in another partition.
+fn check_nand_entry(
+    xml: &str,
+    entry: &str,
+    ss: u32,
+    ppb: Option<u32>,
+    start: Option<&SectorExpr>,
+    consistent: bool,
+) -> crate::Result<()> {
+    let Some(ppb) = ppb else {
+        return Ok(());
+    };
+    if let Some((page, block)) = nand_geometry_from_name(xml) {
+        if page != ss || block / page != ppb {
+            return Err(plan_error(
+                format!(
+                    "{entry}: {ss}-byte pages and {ppb} pages per block, but the file name says {} KiB pages and {} KiB blocks ({} pages per block)",
+                    page / 1024,
+                    block / 1024,
+                    block / page
+                ),
+                "The XML was renamed or edited; use the vendor's original package",
+            ));
+        }
+    }
+    if let Some(st) = start.and_then(SectorExpr::literal) {
+        if st % u64::from(ppb) != 0 {
+            return Err(plan_error(
+                format!("{entry} starts at page {st}, which is not on a {ppb}-page block boundary"),
+                "NAND is erased and programmed in whole blocks; use the vendor's original package",
+            ));
+        }
+    }
+    if !consistent {
+        return Err(plan_error(
+            format!("{entry}: last_sector does not equal start_sector + num_partition_sectors − 1"),
+            "The entry's range is inconsistent, so the file was edited or is damaged; use the vendor's original package",
+        ));
+    }
+    Ok(())
 }
 
 fn program_cmd(p: &ProgramEntry, sectors: u64, start: String) -> Program {
@@ -1292,6 +1355,16 @@ impl FlashPlan {
                     Some(cmd.num_sectors),
                     cmd.pages_per_block,
                     cmd.last_sector,
+                ),
+                // DISK patches: the sectors they write must exist (eMMC/UFS).
+                FlashStep::Patch { name, cmd } if self.storage != StorageKind::Nand => (
+                    name,
+                    cmd.sector_size,
+                    cmd.physical_partition,
+                    Some(cmd.start_sector.as_str()),
+                    step.sectors(),
+                    None,
+                    None,
                 ),
                 _ => continue,
             };

@@ -1048,3 +1048,77 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn nand_entries_must_agree_with_their_blocks_and_the_file_name() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "update/tz.mbn", &[3u8; 9000]);
+    let case = |name: &str, entry: &str| {
+        let rel = format!("update/firehose/{name}");
+        write(d.path(), &rel, &data(&[entry.to_string()]));
+        FlashPlan::build(folder(d.path()), &input(&[&rel], &[]))
+    };
+    let ok = "<program PAGES_PER_BLOCK=\"64\" SECTOR_SIZE_IN_BYTES=\"4096\" filename=\"..\\tz.mbn\" last_sector=\"767\" num_partition_sectors=\"128\" physical_partition_number=\"0\" start_sector=\"640\"/>";
+    case("rawprogram_nand_p4K_b256K_update.xml", ok).unwrap();
+    let e = case("rawprogram_nand_p2K_b128K_update.xml", ok).unwrap_err();
+    assert!(
+        e.what
+            .contains("the file name says 2 KiB pages and 128 KiB blocks"),
+        "{e}"
+    );
+    let e = case(
+        "rawprogram_nand_p4K_b256K_update.xml",
+        &ok.replace("start_sector=\"640\"", "start_sector=\"650\"")
+            .replace("767", "777"),
+    )
+    .unwrap_err();
+    assert!(e.what.contains("not on a 64-page block boundary"), "{e}");
+    let e = case(
+        "rawprogram_nand_p4K_b256K_update.xml",
+        &ok.replace("767", "768"),
+    )
+    .unwrap_err();
+    assert!(e.what.contains("last_sector does not equal"), "{e}");
+}
+
+#[test]
+fn bom_and_crlf_files_plan_like_the_originals() {
+    let (d, inp) = stage_real(
+        "quectel_eg25g_mdm9607__rawprogram_nand_p2K_b128K_update.xml",
+        Some("quectel_eg25g_mdm9607__patch_p2K_b128K.xml"),
+        true,
+    );
+    let plain = FlashPlan::build(folder(d.path()), &inp).unwrap();
+    for xml in inp.rawprogram.iter().chain(&inp.patch) {
+        let p = d.path().join(xml);
+        let text = std::fs::read_to_string(&p).unwrap();
+        let crlf = format!(
+            "\u{feff}{}",
+            text.replace("\r\n", "\n").replace('\n', "\r\n")
+        );
+        std::fs::write(&p, crlf).unwrap();
+    }
+    let bom = FlashPlan::build(folder(d.path()), &inp).unwrap();
+    assert_eq!(bom.steps, plain.steps);
+    assert_eq!(bom.host_patches, plain.host_patches);
+}
+
+#[test]
+fn disk_patches_must_land_inside_the_device() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "a.img", &[1u8; 512]);
+    write(
+        d.path(),
+        "raw.xml",
+        &data(&[emmc_prog("a.img", "a", 34, 8)]),
+    );
+    write(
+        d.path(),
+        "patch.xml",
+        br#"<patches><patch SECTOR_SIZE_IN_BYTES="512" byte_offset="0" filename="DISK" physical_partition_number="0" size_in_bytes="8" start_sector="NUM_DISK_SECTORS-1." value="0" what="last"/><patch SECTOR_SIZE_IN_BYTES="512" byte_offset="0" filename="DISK" physical_partition_number="0" size_in_bytes="8" start_sector="5000" value="0" what="far"/></patches>"#,
+    );
+    let plan = FlashPlan::build(folder(d.path()), &input(&["raw.xml"], &["patch.xml"])).unwrap();
+    plan.for_device(&geo(0, emmc_info(5001))).unwrap();
+    let e = plan.for_device(&geo(0, emmc_info(4000))).unwrap_err();
+    assert!(e.what.contains("far ends at sector 5001"), "{e}");
+}
