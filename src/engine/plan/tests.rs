@@ -1122,3 +1122,113 @@ fn disk_patches_must_land_inside_the_device() {
     let e = plan.for_device(&geo(0, emmc_info(4000))).unwrap_err();
     assert!(e.what.contains("far ends at sector 5001"), "{e}");
 }
+
+/// A package held in memory that counts its opens: the plan must work through
+/// [`PackageFiles`] alone (a zip is read the same way).
+#[derive(Debug, Default)]
+struct MemPackage {
+    files: BTreeMap<String, Vec<u8>>,
+    opens: std::sync::atomic::AtomicUsize,
+}
+
+impl PackageFiles for MemPackage {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+
+    fn list(&self) -> crate::Result<Vec<crate::package::source::PackageFile>> {
+        Ok(self
+            .files
+            .iter()
+            .map(|(p, b)| crate::package::source::PackageFile {
+                path: p.clone(),
+                size: b.len() as u64,
+            })
+            .collect())
+    }
+
+    fn size(&self, path: &str) -> crate::Result<u64> {
+        self.files
+            .get(path)
+            .map(|b| b.len() as u64)
+            .ok_or_else(|| Error::failure(format!("no {path}"), "absent", "add it"))
+    }
+
+    fn open(&self, path: &str, offset: u64) -> crate::Result<Box<dyn Read + Send + '_>> {
+        self.opens.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let b = self
+            .files
+            .get(path)
+            .ok_or_else(|| Error::failure(format!("no {path}"), "absent", "add it"))?;
+        // Like a deflated zip entry: no seeking, the reader starts at the offset.
+        Ok(Box::new(&b[(offset as usize).min(b.len())..]))
+    }
+}
+
+#[test]
+fn plans_build_and_stream_through_any_package_files_implementation() {
+    let (img, expanded) = sparse_image(
+        4096,
+        &[
+            Ch::Raw(bytes_of(1, 4096)),
+            Ch::Dont(2),
+            Ch::Raw(bytes_of(2, 4096)),
+            Ch::Dont(1),
+            Ch::Fill(7, 1),
+            Ch::Dont(1),
+            Ch::Raw(bytes_of(3, 8192)),
+        ],
+    );
+    let mut pkg = MemPackage::default();
+    pkg.files.insert("images/system.img".into(), img);
+    pkg.files
+        .insert("images/gpt_main0.bin".into(), vec![0u8; 34 * 512]);
+    pkg.files.insert(
+        "xml/rawprogram0.xml".into(),
+        data(&[
+            emmc_prog("..\\images\\gpt_main0.bin", "PrimaryGPT", 0, 34),
+            emmc_prog("../images/system.img", "system", 64, 1000),
+        ]),
+    );
+    pkg.files.insert(
+        "xml/patch0.xml".into(),
+        br#"<patches><patch SECTOR_SIZE_IN_BYTES="512" byte_offset="48" filename="..\images\gpt_main0.bin" physical_partition_number="0" size_in_bytes="8" start_sector="1" value="NUM_DISK_SECTORS-34." what="last usable"/></patches>"#.to_vec(),
+    );
+    let pkg = Arc::new(pkg);
+    let files: Arc<dyn PackageFiles> = pkg.clone();
+    let plan =
+        FlashPlan::build(files, &input(&["xml/rawprogram0.xml"], &["xml/patch0.xml"])).unwrap();
+    assert_eq!(plan.summary().package, "memory");
+    assert_eq!(plan.steps.len(), 1 + 4, "GPT, then four sparse runs");
+    let ready = plan.for_device(&geo(0, emmc_info(100_000))).unwrap();
+    let opens_before = pkg.opens.load(std::sync::atomic::Ordering::SeqCst);
+    // Stream every step in order through one streamer, as the runner does.
+    let mut disk = vec![None; 2000 * 512];
+    let mut st = ready.streamer();
+    for s in &ready.steps {
+        let FlashStep::Program { cmd, source, .. } = s else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        st.reader(source).read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes.len() as u64, source.len());
+        let at = cmd.start_sector.parse::<usize>().unwrap() * 512;
+        for (i, b) in bytes.into_iter().enumerate() {
+            disk[at + i] = Some(b);
+        }
+    }
+    // One open for the GPT file, one for the whole sparse image: its runs are read forward
+    // from the same reader (a zip entry is not decompressed again per run).
+    assert_eq!(
+        pkg.opens.load(std::sync::atomic::Ordering::SeqCst) - opens_before,
+        2
+    );
+    assert_eq!(disk[64 * 512..64 * 512 + expanded.len()], expanded[..]);
+    assert_eq!(
+        disk[512 + 48..512 + 56]
+            .iter()
+            .map(|b| b.unwrap())
+            .collect::<Vec<u8>>(),
+        (100_000u64 - 34).to_le_bytes()
+    );
+}
