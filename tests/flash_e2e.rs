@@ -347,7 +347,7 @@ struct Written {
     sector_size: u32,
     last_sector: Option<u64>,
     pages_per_block: Option<u32>,
-    /// SHA-256 of the image bytes taken from the file.
+    /// SHA-256 of the image bytes as streamed (the file, with host patches laid over it).
     image_sha: String,
     image_len: usize,
     /// Image + zero padding of the last sector, with DISK patches applied.
@@ -359,6 +359,11 @@ struct Written {
 /// patches are evaluated against `factory` (its NUM_DISK_SECTORS) and applied to the programmed
 /// bytes. Every DISK patch must land in (and CRC over) programmed sectors.
 fn expected(plan: &FlashPlan, factory: &Storage) -> Vec<Written> {
+    // Host-side patches (the MIBIB's NUM_DISK_BLOCKS, a GPT file's NUM_DISK_SECTORS) are
+    // computed from the unit's geometry, as the engine does from getstorageinfo.
+    let plan = &plan
+        .resolve(&|lun| factory.expr_env(lun))
+        .expect("host patches resolve for the factory geometry");
     let mut out: Vec<Written> = Vec::new();
     for step in &plan.steps {
         match step {
@@ -367,8 +372,9 @@ fn expected(plan: &FlashPlan, factory: &Storage) -> Vec<Written> {
                     .expr_env(cmd.physical_partition)
                     .expect("LUN exists");
                 let start = expr::eval(&cmd.start_sector, &env).expect("start sector");
-                let file = std::fs::read(&source.path).unwrap();
-                let image = &file[source.offset as usize..(source.offset + source.len) as usize];
+                // The bytes the engine streams (host patches laid over the file).
+                let streamed = plan.source_bytes(source, 1 << 30).expect("image source");
+                let image = &streamed[..];
                 let mut data = image.to_vec();
                 data.resize((cmd.num_sectors * u64::from(cmd.sector_size)) as usize, 0);
                 out.push(Written {
@@ -1280,5 +1286,183 @@ fn eg25g_package_on_128m_part_is_refused_as_a_bigger_flash_variant() {
         assert!(err.why.contains("bigger flash variant"), "{err}");
         assert!(err.next.contains("flash size"), "{err}");
         assert_refused_before_any_erase(&run, &prog);
+    });
+}
+
+// ------------------------------------------------------------------------------------ sparse
+
+/// A sparse image of 4096-byte blocks: `(type, blocks, seed/value)` chunks, CRC32 chunks
+/// computed; returns it and the expanded image (None where DONT_CARE).
+fn sparse_image(chunks: &[(u16, u32, u32)]) -> (Vec<u8>, Vec<Option<u8>>) {
+    const BLK: u32 = 4096;
+    let mut body = Vec::new();
+    let mut out: Vec<Option<u8>> = Vec::new();
+    let mut blocks = 0;
+    for (kind, n, v) in chunks {
+        let payload = match *kind {
+            0xCAC1 => {
+                let d = pattern(&format!("raw{v}"), (n * BLK) as usize);
+                out.extend(d.iter().map(|b| Some(*b)));
+                d
+            }
+            0xCAC2 => {
+                for _ in 0..n * BLK / 4 {
+                    out.extend(v.to_le_bytes().map(Some));
+                }
+                v.to_le_bytes().to_vec()
+            }
+            0xCAC3 => {
+                out.extend(std::iter::repeat_n(None, (n * BLK) as usize));
+                Vec::new()
+            }
+            _ => {
+                let zeroed: Vec<u8> = out.iter().map(|b| b.unwrap_or(0)).collect();
+                crc32fast::hash(&zeroed).to_le_bytes().to_vec()
+            }
+        };
+        let n = if *kind == 0xCAC4 { 0 } else { *n };
+        blocks += n;
+        body.extend(kind.to_le_bytes());
+        body.extend(0u16.to_le_bytes());
+        body.extend(n.to_le_bytes());
+        body.extend((12 + payload.len() as u32).to_le_bytes());
+        body.extend(payload);
+    }
+    let mut img = Vec::new();
+    for (v, w) in [
+        (0xED26_FF3A, 4),
+        (1, 2),
+        (0, 2),
+        (28, 2),
+        (12, 2),
+        (u64::from(BLK), 4),
+        (u64::from(blocks), 4),
+        (chunks.len() as u64, 4),
+        (0, 4),
+    ] {
+        img.extend(&u64::to_le_bytes(v)[..w]);
+    }
+    img.extend(body);
+    (img, out)
+}
+
+/// A sparse image flashed on the emulated eMMC: RAW and FILL runs land where the expanded
+/// image has them, DONT_CARE areas keep what the partition held before (written by a first,
+/// plain flash), and nothing outside the image changes.
+#[test]
+fn sparse_image_flashes_into_the_emulated_emmc_as_its_expanded_bytes() {
+    bounded(|| {
+        let unit = Profile::by_name("ec25").unwrap().for_unit(12);
+        let storage = StorageProfile::by_name("emmc-msm8916").unwrap();
+        let factory = Storage::new(&storage);
+        let region = table(&factory)
+            .into_iter()
+            .rfind(|r| r.0 == 0 && r.3 >= 256)
+            .expect("a partition of at least 128 KiB");
+        let start = region.2;
+        let (img, expanded) = sparse_image(&[
+            (0xCAC1, 2, 1),
+            (0xCAC1, 1, 2),
+            (0xCAC2, 2, 0x1234_5678),
+            (0xCAC4, 0, 0),
+            (0xCAC3, 3, 0),
+            (0xCAC2, 1, 0),
+            (0xCAC3, 2, 0),
+            (0xCAC1, 1, 3),
+            (0xCAC4, 0, 0),
+        ]);
+        let len = expanded.len() as u64;
+        let sectors = len / 512;
+        let tmp = tempfile::tempdir().unwrap();
+        let old = vec![0x5Au8; len as usize];
+        std::fs::write(tmp.path().join("old.img"), &old).unwrap();
+        std::fs::write(tmp.path().join("userdata.img"), &img).unwrap();
+        let entry = |file: &str, sparse: bool| {
+            format!(
+                "<?xml version=\"1.0\" ?>\n<data>\n  <program SECTOR_SIZE_IN_BYTES=\"512\" filename=\"{file}\" label=\"{}\" num_partition_sectors=\"{}\" physical_partition_number=\"0\" sparse=\"{sparse}\" start_sector=\"{start}\"/>\n</data>\n",
+                region.1, region.3
+            )
+        };
+        std::fs::write(
+            tmp.path().join("rawprogram_old.xml"),
+            entry("old.img", false),
+        )
+        .unwrap();
+        std::fs::write(
+            tmp.path().join("rawprogram0.xml"),
+            entry("userdata.img", true),
+        )
+        .unwrap();
+        let first = FlashPlan::from_xml(&tmp.path().join("rawprogram_old.xml"), None, None)
+            .expect("plain plan");
+        let plan =
+            FlashPlan::from_xml(&tmp.path().join("rawprogram0.xml"), None, None).expect("plan");
+        // RAW, RAW, FILL merge (contiguous on the disk); the zero FILL; the last RAW.
+        let programs: Vec<(u64, u64)> = plan
+            .steps
+            .iter()
+            .map(|s| match s {
+                FlashStep::Program { cmd, .. } => (
+                    cmd.start_sector.parse::<u64>().unwrap() - start,
+                    cmd.num_sectors,
+                ),
+                other => panic!("only programs: {other:?}"),
+            })
+            .collect();
+        assert_eq!(programs, [(0, 40), (64, 8), (88, 8)]);
+
+        let mut modem = Modem::start(&unit, &storage, Vec::new());
+        flash_on(
+            &mut modem.link,
+            &first,
+            &job(Some(unit.programmer(1)), FirehoseOptions::default()),
+        )
+        .result
+        .expect("plain flash");
+        let run = flash_on(
+            &mut modem.link,
+            &plan,
+            &job(None, running_programmer_opts()),
+        );
+        run.result.expect("sparse flash");
+        check_events(&run.events, true);
+        // Read the image's extent and a sector either side back through the host.
+        let mut fh = FirehoseSession::new(&mut modem.link, Vec::new(), running_programmer_opts());
+        fh.configure(StorageKind::Emmc).unwrap();
+        let mut got = Vec::new();
+        fh.read(
+            &Read::new(512, sectors + 2, 0, (start - 1).to_string()),
+            &mut got,
+            &mut |_| {},
+        )
+        .unwrap();
+        drop(fh);
+        let (_, prog) = modem.finish();
+        let before = factory.read_sectors(0, start - 1, 1).unwrap();
+        let after = factory.read_sectors(0, start + sectors, 1).unwrap();
+        assert_eq!(
+            got[..512],
+            before[..],
+            "the sector before the image is untouched"
+        );
+        assert_eq!(
+            got[512 + len as usize..],
+            after[..],
+            "the sector after is untouched"
+        );
+        for (i, want) in expanded.iter().enumerate() {
+            let have = got[512 + i];
+            match want {
+                Some(b) => assert_eq!(have, *b, "byte {i} of the expanded image"),
+                None => assert_eq!(have, 0x5A, "byte {i} (DONT_CARE) kept the old data"),
+            }
+        }
+        assert_eq!(
+            prog.commands()
+                .iter()
+                .filter(|c| c.tag == "program")
+                .count(),
+            1 + 3
+        );
     });
 }

@@ -3,7 +3,6 @@
 //! step with what it does and why. (The full-screen console replaces this line-mode walk-through
 //! later; the steps stay the same.)
 
-use std::io::Read as _;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -175,8 +174,21 @@ fn unbrick(args: &DemoArgs, out: &Output) -> crate::Result<()> {
     );
     let mut fh = FirehoseSession::new(&mut link, Vec::new(), FirehoseOptions::default());
     fh.configure(plan.storage)?;
+    // The bytes to compare are the ones the flash streamed: host-side patches (the MIBIB's
+    // size) computed from the geometry the modem reports, as the flash engine did.
+    let mut geo = std::collections::BTreeMap::new();
+    if let Ok(info) = fh.storage_info(0) {
+        if !info.is_empty() {
+            geo.insert(0, info);
+        }
+    }
+    let ready = plan.for_device(&geo)?;
     let mut mismatches = 0;
-    for step in &programs {
+    for step in ready
+        .steps
+        .iter()
+        .filter(|s| matches!(s, FlashStep::Program { .. }))
+    {
         let FlashStep::Program { name, cmd, source } = step else {
             continue;
         };
@@ -189,17 +201,14 @@ fn unbrick(args: &DemoArgs, out: &Output) -> crate::Result<()> {
         read.last_sector = cmd.last_sector;
         let mut back = Vec::new();
         fh.read(&read, &mut back, &mut |_| {})?;
-        let mut image = Vec::new();
-        std::fs::File::open(&source.path)
-            .and_then(|f| f.take(source.len).read_to_end(&mut image))
-            .map_err(|e| {
-                Error::failure(
-                    "Cannot read a package image",
-                    "it was just written",
-                    "Run the demo again",
-                )
-                .with_source(e)
-            })?;
+        // The bytes the flash streamed (host patches applied), read through the package.
+        let mut image = ready.source_bytes(source, 1 << 30).map_err(|e| {
+            Error::failure(
+                "Cannot read a package image",
+                format!("it was just written ({})", e.what),
+                "Run the demo again",
+            )
+        })?;
         image.resize(back.len(), 0);
         let ok = Sha256::digest(&image) == Sha256::digest(&back);
         if !ok {
@@ -208,7 +217,7 @@ fn unbrick(args: &DemoArgs, out: &Output) -> crate::Result<()> {
         out.line(format!(
             "   {:<14} {:>10}  {}",
             name,
-            output::bytes(source.len),
+            output::bytes(source.len()),
             if ok {
                 "read back, sha256 matches"
             } else {

@@ -5,4 +5,5 @@ pub mod events;
 pub mod firehose;
 pub mod flash;
 pub mod partitions;
+pub mod plan;
 pub mod sahara;

@@ -1,8 +1,10 @@
-//! Firmware packages: rawprogram/patch parsing, expressions (NUM_DISK_SECTORS, CRC32), and later
-//! discovery, sparse images, manifests and compatibility rules.
+//! Firmware packages: where their files come from (folder or zip, confined), discovery of the
+//! layout, md5.txt and sha256 integrity, rawprogram/patch parsing, expressions (NUM_DISK_SECTORS,
+//! CRC32), host-side file patches, sparse images, revision strings and compatibility rules.
 
 pub mod discover;
 pub mod expr;
+pub mod hostpatch;
 pub mod integrity;
 pub mod md5txt;
 pub mod rawprogram;
