@@ -3,5 +3,6 @@
 
 pub mod expr;
 pub mod rawprogram;
+pub mod revision;
 pub mod source;
 pub mod sparse;
