@@ -4,5 +4,6 @@ pub mod connect;
 pub mod events;
 pub mod firehose;
 pub mod flash;
+pub mod guards;
 pub mod partitions;
 pub mod sahara;
