@@ -4,6 +4,7 @@ pub mod connect;
 pub mod events;
 pub mod firehose;
 pub mod flash;
+pub mod guards;
 pub mod partitions;
 pub mod plan;
 pub mod sahara;
