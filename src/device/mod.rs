@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod classify;
+pub mod lsusb;
+pub mod models;
 pub mod snapshot;
 
 pub use snapshot::{DeviceSnapshot, EndpointSnapshot, InterfaceSnapshot, Speed, TransferType};
