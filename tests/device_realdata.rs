@@ -2,8 +2,10 @@
 //! ../shared/realdata/logs in tests/data/reallogs; sources are named in each file's header).
 
 use qrescue::device::classify::{classify, Mode, PortRole};
+use qrescue::device::identity::{DeviceTracker, MatchRule};
+use qrescue::device::kernlog::{parse_kernel_log, timeline};
 use qrescue::device::lsusb::{parse_dump, ParsedDevice};
-use qrescue::device::Speed;
+use qrescue::device::{DeviceChange, DeviceEvent, DeviceSnapshot, Speed};
 
 fn real(name: &str) -> String {
     let path = format!("{}/tests/data/reallogs/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -158,4 +160,143 @@ fn crash_dump_900e_reports_interface_protocol_0x10() {
     let c = classify(s);
     assert_eq!(c.mode, Mode::CrashDump);
     assert_eq!(c.port(PortRole::Sahara).unwrap().interface, 0);
+}
+
+/// One `## SOURCE X` section of the kernel-log file.
+fn dmesg_section(letter: char) -> String {
+    let text = real("dmesg_eg25_crash_reenumeration.txt");
+    let head = format!("{letter}:");
+    text.split("\n## SOURCE ")
+        .find(|s| s.starts_with(&head))
+        .unwrap_or_else(|| panic!("no SOURCE {head}"))
+        .to_string()
+}
+
+/// The file's header: every log is of a Quectel EG25-G, 2c7c:0125.
+const EG25: (u16, u16) = (0x2c7c, 0x0125);
+
+fn eg25_at(bus: u8, port: u8) -> DeviceSnapshot {
+    DeviceSnapshot {
+        bus,
+        ports: vec![port],
+        address: 3,
+        vid: EG25.0,
+        pid: EG25.1,
+        bcd_device: 0x0318,
+        manufacturer: Some("Quectel".into()),
+        product: Some("EG25-G".into()),
+        serial: None,
+        speed: Some(Speed::High),
+        interfaces: vec![],
+        origin: None,
+    }
+}
+
+fn appear_at(t_ms: u64, device: DeviceSnapshot) -> DeviceEvent {
+    DeviceEvent {
+        t_ms,
+        change: DeviceChange::Appear { device },
+    }
+}
+
+#[test]
+fn kernel_log_attach_maps_ttys_to_interfaces() {
+    // SOURCE B: option binds interfaces 1-3 (ttyUSB1-3), qmi_wwan interface 4.
+    let lines = parse_kernel_log(&dmesg_section('B'));
+    let ev = timeline(&lines, Some(EG25));
+    let DeviceChange::Appear { device } = &ev[0].change else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(device.location(), "2-1");
+    assert_eq!(ev[0].t_ms, 33_232_936);
+    let c = classify(device);
+    assert_eq!(c.tag(), "normal");
+    let tty = |r: PortRole| c.port(r).and_then(|p| p.tty.clone());
+    assert_eq!(tty(PortRole::Nmea).as_deref(), Some("/dev/ttyUSB1"));
+    assert_eq!(tty(PortRole::At).as_deref(), Some("/dev/ttyUSB2"));
+    assert_eq!(tty(PortRole::Modem).as_deref(), Some("/dev/ttyUSB3"));
+    assert_eq!(
+        device.interface(4).unwrap().driver.as_deref(),
+        Some("qmi_wwan")
+    );
+}
+
+#[test]
+fn kernel_log_crash_then_reenumeration_on_the_companion_bus_keeps_the_identity() {
+    // SOURCE A: the modem leaves 2-1 (EHCI); after failed descriptor reads it enumerates again
+    // on 4-1 (OHCI, full speed) — same port, other bus.
+    let lines = parse_kernel_log(&dmesg_section('A'));
+    let ev = timeline(&lines, Some(EG25));
+    let mut t = DeviceTracker::new();
+    let first = t.observe(&appear_at(3_000_000, eg25_at(2, 1)));
+    let obs: Vec<_> = ev.iter().map(|e| t.observe(e)).collect();
+    assert_eq!(obs.len(), 2, "{ev:?}");
+    assert_eq!(obs[0].rule, MatchRule::Vanished);
+    assert_eq!(obs[1].id, first.id);
+    assert_eq!(
+        obs[1].rule,
+        MatchRule::CompanionPort {
+            from: "2-1".into(),
+            to: "4-1".into(),
+            gap_ms: 3_758_640 - 3_756_220
+        }
+    );
+    let DeviceChange::Appear { device } = &ev[1].change else {
+        panic!()
+    };
+    assert_eq!(device.speed, Some(Speed::Full));
+}
+
+#[test]
+fn kernel_log_reset_comes_back_at_the_same_port() {
+    // SOURCE C: `service eg25-manager restart`: 3-1 leaves and is back 3.8 s later.
+    let lines = parse_kernel_log(&dmesg_section('C'));
+    let ev = timeline(&lines, Some(EG25));
+    let mut t = DeviceTracker::new();
+    let first = t.observe(&appear_at(18_000_000, eg25_at(3, 1)));
+    let obs: Vec<_> = ev.iter().map(|e| t.observe(e)).collect();
+    assert_eq!(obs.len(), 2, "{ev:?}");
+    assert_eq!(obs[1].id, first.id);
+    assert_eq!(
+        obs[1].rule,
+        MatchRule::PortHistory {
+            location: "3-1".into(),
+            gap_ms: 18_527_625 - 18_523_793
+        }
+    );
+}
+
+#[test]
+fn qfirehose_switch_to_edl_moves_from_4_1_to_3_1_and_keeps_the_identity() {
+    // The RG500Q was in normal mode at 4-1 (SuperSpeed); `[003.272]` its sysfs node is gone;
+    // `[004.273]` 05c6:9008 is found at 3-1.
+    let text = real("qfirehose_rg500q_sdx55_switch_to_edl_and_sahara.txt");
+    assert!(text.contains("[003.272]: fail to fopen /sys/bus/usb/devices/4-1/uevent"));
+    let edl = parse_dump(&text).unwrap().devices.remove(0).snapshot;
+    let mut normal = eg25_at(4, 1);
+    normal.pid = 0x0800;
+    normal.product = None;
+    normal.speed = Some(Speed::Super);
+    let mut t = DeviceTracker::new();
+    let a = t.observe(&appear_at(0, normal));
+    t.observe(&DeviceEvent {
+        t_ms: 3_272,
+        change: DeviceChange::Vanish {
+            location: "4-1".into(),
+            last: None,
+        },
+    });
+    let b = t.observe(&appear_at(4_273, edl));
+    assert_eq!(b.id, a.id);
+    assert_eq!(
+        b.rule,
+        MatchRule::CompanionPort {
+            from: "4-1".into(),
+            to: "3-1".into(),
+            gap_ms: 1_001
+        }
+    );
+    let d = t.get(a.id.unwrap()).unwrap();
+    let modes: Vec<&str> = d.history.iter().map(|s| s.mode.as_str()).collect();
+    assert_eq!(modes, ["normal", "edl"]);
 }

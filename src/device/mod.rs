@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod classify;
+pub mod identity;
+pub mod kernlog;
 pub mod lsusb;
 pub mod models;
 pub mod snapshot;
