@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod classify;
+pub mod enumerate;
 pub mod identity;
 pub mod kernlog;
 pub mod lsusb;
