@@ -4,6 +4,7 @@
 pub mod args;
 pub mod bench;
 pub mod demo;
+pub mod device_cmds;
 pub mod firehose_cmds;
 pub mod logging;
 pub mod output;
@@ -67,5 +68,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Sim(a) => sim_cmd::run(a, &out),
         Command::Bench(a) => bench::run(a, &out),
         Command::Demo(a) => demo::run(a, &out),
+        Command::List(a) => device_cmds::list(a, &out),
+        Command::UdevRules => device_cmds::udev_rules(&out),
     }
 }
