@@ -62,6 +62,12 @@ pub enum Command {
     Bench(BenchArgs),
     /// Play back a recording (`--record FILE`): its device timeline, streams and phases.
     Replay(ReplayArgs),
+    /// List the modems plugged in: mode (EDL, crash dump, normal …), model, serial, speed and
+    /// ports by interface number.
+    List(ListArgs),
+    /// Print udev rules (access for EDL/Quectel/fastboot devices, ModemManager kept off EDL
+    /// and DM ports) with how to install them.
+    UdevRules,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +78,20 @@ pub struct ReplayArgs {
     /// Playback speed of the device timeline: 1 real time, 10 ten times faster, 0 at once.
     #[arg(long, default_value_t = 1.0, value_name = "X")]
     pub speed: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Also list devices that are not modems.
+    #[arg(long)]
+    pub all: bool,
+    /// Classify a pasted `lsusb -v`, `lsusb`, `usb-devices` or dmesg text instead of this
+    /// host's USB (`-` reads stdin).
+    #[arg(long, value_name = "FILE")]
+    pub from_text: Option<PathBuf>,
+    /// Read the devices from the sysfs tree under DIR instead of this host's USB (tests).
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with = "from_text")]
+    pub sysfs_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

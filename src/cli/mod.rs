@@ -4,6 +4,7 @@
 pub mod args;
 pub mod bench;
 pub mod demo;
+pub mod device_cmds;
 pub mod firehose_cmds;
 pub mod logging;
 pub mod output;
@@ -71,6 +72,8 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Bench(a) => bench::run(a, &out),
         Command::Demo(a) => demo::run(a, &out),
         Command::Replay(a) => replay_cmd::run(a, &out),
+        Command::List(a) => device_cmds::list(a, &out),
+        Command::UdevRules => device_cmds::udev_rules(&out),
     };
     recording::finish(recording, result)
 }

@@ -8,6 +8,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod bootloop;
+pub mod classify;
+pub mod enumerate;
+pub mod identity;
+pub mod kernlog;
+pub mod lsusb;
+pub mod models;
 pub mod sim_source;
 pub mod sim_wire;
 pub mod snapshot;
