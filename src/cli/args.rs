@@ -62,6 +62,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Play back a recording (`--record FILE`): its device timeline, streams and phases.
     Replay(ReplayArgs),
+    /// Follow modems live: every appear/vanish with its mode and identity, boot loops with
+    /// their period, window and the next predicted window.
+    Watch(WatchArgs),
     /// List the modems plugged in: mode (EDL, crash dump, normal …), model, serial, speed and
     /// ports by interface number.
     List(ListArgs),
@@ -272,4 +275,24 @@ pub struct DemoArgs {
     /// No pauses and no NAND speed limit (for scripts and tests).
     #[arg(long)]
     pub fast: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Also follow an emulator: the socket named in the first line of `qrescue sim`
+    /// (repeatable).
+    #[arg(long, value_name = "SOCKET")]
+    pub sim: Vec<PathBuf>,
+    /// Do not watch this host's USB.
+    #[arg(long)]
+    pub no_usb: bool,
+    /// Ring the terminal bell when a device appears in download mode (9008).
+    #[arg(long)]
+    pub bell: bool,
+    /// Also show devices that are not modems.
+    #[arg(long)]
+    pub all: bool,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long = "for", value_name = "SECONDS")]
+    pub for_secs: Option<f64>,
 }

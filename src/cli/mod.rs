@@ -14,6 +14,7 @@ pub mod replay_cmd;
 pub mod sahara_cmds;
 pub mod signals;
 pub mod sim_cmd;
+pub mod watch_cmd;
 
 use clap::Parser;
 
@@ -74,6 +75,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Replay(a) => replay_cmd::run(a, &out),
         Command::List(a) => device_cmds::list(a, &out),
         Command::UdevRules => device_cmds::udev_rules(&out),
+        Command::Watch(a) => watch_cmd::run(a, &out),
     };
     recording::finish(recording, result)
 }

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod kernlog;
 pub mod lsusb;
 pub mod models;
+pub mod monitor;
 pub mod sim_source;
 pub mod sim_wire;
 pub mod snapshot;

@@ -212,6 +212,27 @@ impl DeviceSource for PollingSource {
     }
 }
 
+/// This host's USB bus as a source: sysfs listings (via nusb) rescanned every
+/// [`DEFAULT_RESCAN`] and at once on a hotplug message. A host where USB cannot be listed at all
+/// (a container without /sys/bus/usb) gives a source that stays empty, with the reason logged
+/// once, so an emulator source beside it still works.
+pub fn usb_source(sysfs: crate::device::enumerate::Sysfs) -> PollingSource {
+    let mut warned = false;
+    let lister: Lister = Box::new(
+        move || match crate::device::enumerate::list_devices(&sysfs) {
+            Ok(list) => Ok(list),
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("USB is not visible here, watching other sources only: {e}");
+                    warned = true;
+                }
+                Ok(Vec::new())
+            }
+        },
+    );
+    PollingSource::new("USB", lister, DEFAULT_RESCAN).with_usb_hotplug()
+}
+
 struct ThreadWaker(std::thread::Thread);
 
 impl std::task::Wake for ThreadWaker {
