@@ -501,6 +501,8 @@ pub struct UsbTransport {
     rx: Option<Buffer>,
     rx_pos: usize,
     in_zlp: InZlp,
+    /// An IN transfer we cancelled has not come back yet (it is still pending).
+    in_stale: bool,
     spare_in: Option<Buffer>,
     spare_out: Option<Buffer>,
     location: String,
@@ -731,6 +733,7 @@ impl UsbTransport {
             rx: None,
             rx_pos: 0,
             in_zlp: InZlp::default(),
+            in_stale: false,
             spare_in: None,
             spare_out: None,
             location,
@@ -796,7 +799,7 @@ impl UsbTransport {
     }
 
     /// Classify a completed IN transfer: `Some(n)` bytes delivered into `buf`, `None` when it
-    /// was a ZLP that is framing (keep reading).
+    /// was a ZLP that is framing or a transfer we cancelled before anything arrived.
     fn accept_in(
         &mut self,
         c: Completion,
@@ -813,6 +816,11 @@ impl UsbTransport {
         }
         let requested = c.buffer.requested_len();
         let actual = c.buffer.len();
+        if actual == 0 && c.status.is_err() {
+            // Cancelled before anything arrived: not a ZLP, nothing to hand out.
+            self.spare_in = Some(c.buffer);
+            return Ok(None);
+        }
         match self.in_zlp.on_transfer(actual, requested, self.mps_in) {
             InStep::ConsumeZlp => {
                 tracing::trace!(target: "qrescue::usb", "consumed the ZLP after a full {requested}-byte transfer");
@@ -900,7 +908,8 @@ impl Transport for UsbTransport {
                 self.ep_in.submit(b);
             }
             let (c, cancelled) = match self.ep_in.wait_next_complete(remaining(deadline)) {
-                Some(c) => (c, false),
+                // A late transfer we cancelled earlier may come back as Cancelled: that is ours.
+                Some(c) => (c, std::mem::take(&mut self.in_stale)),
                 None => match cancel_and_drain(&mut self.ep_in, &self.desc) {
                     // Cancelled before anything arrived: a plain timeout.
                     Some(c) if c.buffer.is_empty() && c.status == Err(TransferError::Cancelled) => {
@@ -913,17 +922,18 @@ impl Transport for UsbTransport {
                     // Data, a ZLP or an error that raced the timeout is handled, never dropped.
                     Some(c) => (c, true),
                     None => {
+                        self.in_stale = true;
                         return Err(TransportError::Timeout {
                             op: "receive from the modem over USB",
                             after: timeout,
-                        })
+                        });
                     }
                 },
             };
             if let Some(n) = self.accept_in(c, buf, cancelled)? {
                 return Ok(n);
             }
-            if cancelled {
+            if cancelled && remaining(deadline).is_zero() {
                 return Err(TransportError::Timeout {
                     op: "receive from the modem over USB",
                     after: timeout,
