@@ -106,9 +106,18 @@ pub struct BenchArgs {
 
 #[derive(Debug, Args)]
 pub struct PortArgs {
-    /// The modem's port: a tty such as /dev/ttyUSB0, or the pty printed by `qrescue sim --pty`.
-    #[arg(long, value_name = "PATH")]
-    pub port: PathBuf,
+    /// The modem's port: a tty such as /dev/ttyUSB0, the pty printed by `qrescue sim --pty`, or
+    /// USB: `usb` (the one modem in download/crash-dump mode), `usb:3-1.2` (location),
+    /// `usb:serial=49CBD7EF`, `usb:bus=3,addr=5`.
+    #[arg(long, value_name = "PATH|usb[:WHICH]", value_parser = crate::cli::port::PortSpec::parse)]
+    pub port: crate::cli::port::PortSpec,
+    /// USB: no zero-length packet after writes that are a multiple of the packet size (needed
+    /// on MT7621 routers and SDX20 modems).
+    #[arg(long)]
+    pub no_zlp: bool,
+    /// USB: write chunk size in bytes, rounded down to whole packets (default 1048576).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=(64 << 20)))]
+    pub usb_chunk: Option<u32>,
 }
 
 #[derive(Debug, Args)]

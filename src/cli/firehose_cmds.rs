@@ -14,9 +14,7 @@ use crate::engine::firehose::{FirehoseOptions, FirehoseSession, Read, StorageKin
 use crate::engine::flash::{self, FlashJob, FlashPlan};
 use crate::engine::partitions;
 use crate::engine::sahara::SaharaConfig;
-use crate::transport::record::RecordingTransport;
-use crate::transport::serial::SerialTransport;
-use crate::transport::Pushback;
+use crate::transport::{Pushback, Transport};
 use crate::{Error, ErrorKind};
 
 impl From<StorageArg> for StorageKind {
@@ -57,14 +55,14 @@ pub fn find_programmer(dir: &Path) -> Option<PathBuf> {
     })
 }
 
-/// A connected Firehose session on a serial port.
-pub type Session = FirehoseSession<Pushback<RecordingTransport<SerialTransport>>>;
+/// A connected Firehose session on a serial port or USB.
+pub type Session = FirehoseSession<Pushback<Box<dyn Transport>>>;
 
 /// Open the port and get a ready Firehose session: upload `programmer` if the modem is in the
 /// boot ROM, or attach to a running programmer ([`attach_or_upload`]).
 fn connect(fh: &FirehoseArgs, programmer: Option<&Path>, out: &Output) -> crate::Result<Session> {
     let image = programmer.map(sahara_cmds::read_programmer).transpose()?;
-    let t = port::open(&fh.port.port)?;
+    let t = port::open(&fh.port)?;
     let (s, attach) = attach_or_upload(
         t,
         image.as_deref(),
@@ -249,7 +247,7 @@ pub fn flash(args: &FlashArgs, out: &Output) -> crate::Result<()> {
         },
         ..FlashJob::default()
     };
-    let t = port::open(&args.fh.port.port)?;
+    let t = port::open(&args.fh.port)?;
     let mut printer = EventPrinter::new(*out);
     let report = flash::run(t, &plan, &job, &mut |e| printer.event(&e), signals::flag())?;
     out.json_line(&serde_json::json!({ "event": "flashed", "report": report }));

@@ -64,7 +64,7 @@ pub fn describe_info(info: &DeviceInfo) -> Vec<String> {
 }
 
 pub fn info(args: &PortArgs, out: &Output) -> crate::Result<()> {
-    let t = port::open(&args.port)?;
+    let t = port::open(args)?;
     let mut s = SaharaSession::new(t, SaharaConfig::default());
     let info = s.read_info()?;
     out.json_line(&serde_json::json!({ "event": "info", "port": args.port, "info": info }));
@@ -84,7 +84,7 @@ pub fn ramdump(args: &RamdumpArgs, out: &Output) -> crate::Result<()> {
         )
         .with_source(e)
     })?;
-    let t = port::open(&args.port.port)?;
+    let t = port::open(&args.port)?;
     let mut s = SaharaSession::new(t, SaharaConfig::default());
     // Progress comes after every memory read (never with 0 bytes done): announce each region
     // on its first report.
@@ -154,7 +154,7 @@ pub fn read_programmer(path: &std::path::Path) -> crate::Result<Vec<u8>> {
 
 pub fn upload(args: &UploadArgs, out: &Output) -> crate::Result<()> {
     let image = read_programmer(&args.programmer)?;
-    let t = port::open(&args.port.port)?;
+    let t = port::open(&args.port)?;
     let mut s = SaharaSession::new(t, SaharaConfig::default());
     let report = s.upload(&image, &mut |_| {})?;
     out.json_line(&serde_json::json!({ "event": "uploaded", "report": report }));

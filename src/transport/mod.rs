@@ -9,12 +9,14 @@
 
 use std::time::{Duration, Instant};
 
+pub mod lock;
 pub mod pipe;
 pub mod pty;
 pub mod pushback;
 pub mod record;
 pub mod replay;
 pub mod serial;
+pub mod usb;
 
 /// How bytes are delimited on this transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
