@@ -87,6 +87,25 @@ struct Printer {
     bell: bool,
 }
 
+/// Break `text` into lines of at most `width` characters at spaces (80-column terminals).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in text.split_whitespace() {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
 fn secs(ms: u64) -> String {
     format!("{:.1}", ms as f64 / 1000.0)
 }
@@ -173,7 +192,9 @@ impl Printer {
             ));
             self.out
                 .line(format!("{:>11}  {}", "", r.triage.headline()));
-            self.out.line(format!("{:>11}  {}", "", r.triage.advice()));
+            for l in wrap(r.triage.advice(), 80 - 13) {
+                self.out.line(format!("{:>11}  {l}", ""));
+            }
             self.out.json_line(&json!({
                 "event": "loop",
                 "t_ms": u.t_ms,
@@ -248,5 +269,21 @@ impl Printer {
                 "loop": v.loop_status,
             })).collect::<Vec<_>>(),
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advice_wraps_at_spaces_within_the_width() {
+        let lines = wrap("one two three four five six seven", 10);
+        assert_eq!(lines, ["one two", "three four", "five six", "seven"]);
+        assert!(wrap("", 10).is_empty());
+        assert_eq!(
+            wrap("averyveryverylongword x", 5),
+            ["averyveryverylongword", "x"]
+        );
     }
 }
