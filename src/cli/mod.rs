@@ -7,6 +7,7 @@ pub mod demo;
 pub mod firehose_cmds;
 pub mod logging;
 pub mod output;
+pub mod package_cmds;
 pub mod port;
 pub mod recording;
 pub mod replay_cmd;
@@ -71,6 +72,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Bench(a) => bench::run(a, &out),
         Command::Demo(a) => demo::run(a, &out),
         Command::Replay(a) => replay_cmd::run(a, &out),
+        Command::Package(c) => package_cmds::run(c, &out),
     };
     recording::finish(recording, result)
 }

@@ -307,9 +307,9 @@ impl Prepared {
         let summary = if flashable {
             let s = self.summary.as_ref();
             format!(
-                "flashable: {} steps, {} bytes to write, nothing refused",
+                "flashable: {} steps, {:.2} MiB to write, nothing refused",
                 s.map_or(0, |s| s.steps.len()),
-                s.map_or(0, |s| s.total_bytes)
+                s.map_or(0, |s| s.total_bytes) as f64 / (1024.0 * 1024.0)
             )
         } else {
             let stages: Vec<&str> = self
@@ -672,11 +672,6 @@ pub fn prepare(
     };
     if let Some(p) = &plan {
         warnings.extend(p.notes.iter().cloned());
-        if p.needs_device_geometry() {
-            warnings.push(
-                "some host-side patches need the modem's flash size; they are computed when the programmer reports it, before anything is written".into(),
-            );
-        }
     }
 
     // Integrity: md5.txt and the sha256 manifest of every file the flash uses, in one pass.
@@ -709,7 +704,7 @@ pub fn prepare(
         Some(p) => package_table(&*files.inner, p, set.as_ref(), &mut guard_notes),
         None => PackageTable::default(),
     };
-    let unit_name = unit.unwrap_or("unknown");
+    let unit_name = unit.unwrap_or("(modem not yet identified)");
 
     // Compatibility.
     let revisions = package_revisions(&discovery);
@@ -779,12 +774,19 @@ fn choose_set(d: &Discovery, which: Option<&str>) -> crate::Result<Option<XmlSet
     if let Some(s) = d.only_set() {
         return Ok(Some(s.clone()));
     }
-    let mut flavours: Vec<&str> = d.sets.iter().map(|s| s.flavour.as_str()).collect();
-    flavours.dedup();
+    // The shortest word that picks each set: its flavour when no other set shares it.
+    let word = |s: &XmlSet| -> String {
+        let shared = d.sets.iter().filter(|o| o.flavour == s.flavour).count() > 1;
+        if s.flavour == discover::Flavour::Plain || shared {
+            s.id.clone()
+        } else {
+            s.flavour.as_str().to_string()
+        }
+    };
     let list = d
         .sets
         .iter()
-        .map(|s| format!("  --set {}  {}", s.id, s.summary()))
+        .map(|s| format!("  --set {:<9} {}", word(s), s.summary()))
         .collect::<Vec<_>>()
         .join("\n");
     let update = d
