@@ -693,6 +693,7 @@ pub fn prepare(
         &discovery,
         req.skip_md5,
         &used,
+        plan.is_some(),
         &mut refusals,
         &mut warnings,
     );
@@ -813,6 +814,7 @@ fn integrity_check(
     d: &Discovery,
     skip_md5: bool,
     used: &[String],
+    plan_known: bool,
     refusals: &mut Vec<Reason>,
     warnings: &mut Vec<String>,
 ) -> (Option<Md5Report>, Sha256Manifest) {
@@ -870,8 +872,13 @@ fn integrity_check(
         .collect();
     if !unused_missing.is_empty() {
         warnings.push(format!(
-            "md5.txt lists {} file(s) the package lacks; the plan does not use them: {}",
+            "md5.txt lists {} file(s) the package lacks{}: {}",
             unused_missing.len(),
+            if plan_known {
+                "; the plan does not use them"
+            } else {
+                ""
+            },
             unused_missing.join(", ")
         ));
     }
