@@ -520,15 +520,18 @@ struct CheckingReader<'a> {
 
 impl Read for CheckingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         let Some(h) = self.hasher.as_mut() else {
-            // Checked to its end: nothing more belongs to the file that was checked.
+            // Checked to its end: the stream is exactly the bytes that were checked.
             return Ok(0);
         };
+        // Never more than the checked size: the digest is taken at exactly that many bytes (the
+        // hasher is dropped when it is reached, so at least one byte is always left here), and
+        // bytes a grown file has beyond it are never handed out.
         let room = (self.expected.size - h.bytes_read()).min(buf.len() as u64) as usize;
-        // Ask for at most the bytes left, so the digest is taken at exactly the checked size;
-        // a longer file is caught by the size check below once it returns more than that.
-        let want = if room == 0 { buf.len().min(1) } else { room };
-        let n = h.read(&mut buf[..want])?;
+        let n = h.read(&mut buf[..room])?;
         if n == 0 || h.bytes_read() >= self.expected.size {
             let d = self.hasher.take().expect("present above").finish();
             if let Err(e) = self.manifest.verify(&self.path, &d) {

@@ -431,3 +431,38 @@ fn an_override_programmer_must_exist_and_a_missing_one_is_a_refusal() {
     assert!(r.next.contains("--programmer"), "{r:?}");
     assert!(matches!(p.programmer, ProgrammerUse::Missing { .. }));
 }
+
+#[test]
+fn verifying_files_pass_the_checked_bytes_and_refuse_a_shorter_file() {
+    use std::io::Read as _;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("a.bin"), b"0123456789").unwrap();
+    let v = VerifyingFiles::new(Box::new(
+        crate::package::source::DirPackage::open(d.path()).unwrap(),
+    ));
+    let m = integrity::manifest_for(&v, &["a.bin".to_string()]).unwrap();
+    v.arm(m);
+    let mut r = v.open("a.bin", 0).unwrap();
+    assert_eq!(r.read(&mut []).unwrap(), 0, "an empty read is not an end");
+    let mut all = Vec::new();
+    r.read_to_end(&mut all).unwrap();
+    assert_eq!(all, b"0123456789");
+    drop(r);
+    // Grown: only the checked bytes are handed out.
+    std::fs::write(d.path().join("a.bin"), b"0123456789extra").unwrap();
+    let mut all = Vec::new();
+    v.open("a.bin", 0).unwrap().read_to_end(&mut all).unwrap();
+    assert_eq!(all, b"0123456789");
+    // Shorter: refused at its end.
+    std::fs::write(d.path().join("a.bin"), b"01234").unwrap();
+    let e = v
+        .open("a.bin", 0)
+        .unwrap()
+        .read_to_end(&mut Vec::new())
+        .unwrap_err();
+    assert!(e.to_string().contains("changed while in use"), "{e}");
+    // Opened at an offset: passed through unchecked (Prepared::reverify covers those).
+    let mut tail = Vec::new();
+    v.open("a.bin", 2).unwrap().read_to_end(&mut tail).unwrap();
+    assert_eq!(tail, b"234");
+}
