@@ -52,7 +52,8 @@ pub enum Command {
     Ramdump(RamdumpArgs),
     /// Upload a Firehose programmer over Sahara and leave the modem in Firehose.
     SaharaUpload(UploadArgs),
-    /// Flash a rawprogram/patch XML pair through Firehose (uploading the programmer first).
+    /// Flash a firmware package (folder or .zip) through Firehose, after checking it; or, for
+    /// experts, a rawprogram/patch XML pair.
     Flash(FlashArgs),
     /// Read a partition or a sector range back to a file.
     Read(ReadArgs),
@@ -71,6 +72,9 @@ pub enum Command {
     /// Print udev rules (access for EDL/Quectel/fastboot devices, ModemManager kept off EDL
     /// and DM ports) with how to install them.
     UdevRules,
+    /// Firmware packages: what a package holds and what it would do to a modem.
+    #[command(subcommand)]
+    Package(PackageCommand),
 }
 
 #[derive(Debug, Args)]
@@ -159,18 +163,90 @@ pub struct FirehoseArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    // --dry-run needs no port: the plan runs against an emulated modem in this process.
+    mut_arg("port", |a| a
+        .required(false)
+        .required_unless_present("dry_run")
+        .conflicts_with("dry_run")
+        .default_value_if("dry_run", clap::builder::ArgPredicate::IsPresent, Some("-"))),
+    after_help = "Exit codes: 0 flashed (or dry run finished), 1 refused or failed (nothing is sent \
+        when the package is refused), 2 usage (e.g. the package holds several XML sets: choose \
+        one with --set)."
+)]
 pub struct FlashArgs {
     #[command(flatten)]
     pub fh: FirehoseArgs,
-    /// rawprogram XML (e.g. update/firehose/rawprogram_nand_p4K_b256K_update.xml).
-    #[arg(long, value_name = "XML")]
-    pub rawprogram: PathBuf,
-    /// patch XML applied after programming (only DISK patches go to the device).
-    #[arg(long, value_name = "XML")]
+    /// The firmware package: its folder (the one with md5.txt and update/) or its .zip. It is
+    /// checked in full first (md5.txt, the plan, compatibility, the device-unique-data guard).
+    #[arg(value_name = "PACKAGE", conflicts_with = "rawprogram")]
+    pub package: Option<PathBuf>,
+    #[command(flatten)]
+    pub choice: PackageChoiceArgs,
+    /// Run the whole plan against an emulated modem whose flash matches the package (no port,
+    /// nothing leaves this computer) and show every step a real flash would take.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Expert form instead of PACKAGE: a rawprogram XML (e.g.
+    /// update/firehose/rawprogram_nand_p4K_b256K_update.xml), flashed without the package checks.
+    #[arg(long, value_name = "XML", required_unless_present = "package")]
+    pub rawprogram: Option<PathBuf>,
+    /// With --rawprogram: the patch XML applied after programming (only DISK patches go to the
+    /// device).
+    #[arg(long, value_name = "XML", requires = "rawprogram")]
     pub patch: Option<PathBuf>,
     /// Do not reset the modem at the end.
     #[arg(long)]
     pub no_reset: bool,
+}
+
+/// How to read a package: which XML set, against which modem revision.
+#[derive(Debug, Args)]
+pub struct PackageChoiceArgs {
+    /// The XML set to use when the package holds several: `update` (leaves the modem's own
+    /// data alone), `factory`, a geometry such as `p4K_b256K`, or a set id.
+    #[arg(long, value_name = "NAME")]
+    pub set: Option<String>,
+    /// The modem's current firmware revision (what AT+QGMR prints, e.g.
+    /// EC25EFAR06A08M4G_01.001.01.001): the package is checked against it (model, variant,
+    /// baseline, downgrade, anti-rollback family). Without it compatibility is not checked.
+    #[arg(long, value_name = "REV")]
+    pub modem_revision: Option<String>,
+    /// Do not check md5.txt (the sha256 of every file used is still recorded and checked).
+    #[arg(long)]
+    pub skip_md5: bool,
+    /// Flash a package the compatibility check refused: type the exact phrase the refusal
+    /// shows. Accepted only with a verified backup of this modem on file.
+    #[arg(long = "override", value_name = "PHRASE")]
+    pub override_phrase: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PackageCommand {
+    /// Check a package (folder or .zip) and show what it would do: identity, programmer,
+    /// md5.txt, the XML sets, the plan step by step, the device-unique data it touches,
+    /// compatibility with the modem, and the verdict.
+    #[command(
+        after_help = "Exit codes: 0 the package is flashable, 1 it is refused (the reasons are \
+        printed; with --json the report is one JSON object, followed by the error object), \
+        2 usage (e.g. the package holds several XML sets: choose one with --set)."
+    )]
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The package: its folder (the one with md5.txt and update/) or its .zip.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub choice: PackageChoiceArgs,
+    /// A programmer file to use instead of the package's own.
+    #[arg(long, value_name = "FILE")]
+    pub programmer: Option<PathBuf>,
+    /// Storage type, when the XML does not make it clear.
+    #[arg(long, value_enum)]
+    pub storage: Option<StorageArg>,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::args::{FirehoseArgs, FlashArgs, ReadArgs, StorageArg, StorageInfoArgs};
 use crate::cli::output::{self, Output};
-use crate::cli::{port, sahara_cmds, signals};
+use crate::cli::{package_cmds, port, sahara_cmds, signals};
 use crate::engine::connect::{attach_or_upload, Attach};
 use crate::engine::events::EngineEvent;
 use crate::engine::firehose::{FirehoseOptions, FirehoseSession, Read, StorageKind};
@@ -213,15 +213,25 @@ impl EventPrinter {
 }
 
 pub fn flash(args: &FlashArgs, out: &Output) -> crate::Result<()> {
+    let rawprogram = match (&args.package, &args.rawprogram) {
+        (Some(package), _) => return package_cmds::flash_package(args, package, out),
+        (None, Some(raw)) => raw,
+        (None, None) => {
+            return Err(Error::usage(
+                "Say what to flash: a PACKAGE (folder or .zip), or --rawprogram XML",
+                "e.g. qrescue flash EC25EFAR06A08M4G_01.001.01.001 --port /dev/ttyUSB0",
+            ))
+        }
+    };
+    package_cmds::refuse_package_options(args)?;
     let plan = FlashPlan::from_xml(
-        &args.rawprogram,
+        rawprogram,
         args.patch.as_deref(),
         args.fh.storage.map(Into::into),
     )?;
     let programmer = match &args.fh.programmer {
         Some(p) => Some(p.clone()),
-        None => args
-            .rawprogram
+        None => rawprogram
             .parent()
             .map(|d| {
                 if d.as_os_str().is_empty() {

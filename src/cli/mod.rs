@@ -8,6 +8,7 @@ pub mod device_cmds;
 pub mod firehose_cmds;
 pub mod logging;
 pub mod output;
+pub mod package_cmds;
 pub mod port;
 pub mod recording;
 pub mod replay_cmd;
@@ -76,6 +77,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::List(a) => device_cmds::list(a, &out),
         Command::UdevRules => device_cmds::udev_rules(&out),
         Command::Watch(a) => watch_cmd::run(a, &out),
+        Command::Package(c) => package_cmds::run(c, &out),
     };
     recording::finish(recording, result)
 }

@@ -7,4 +7,5 @@ pub mod flash;
 pub mod guards;
 pub mod partitions;
 pub mod plan;
+pub mod prepare;
 pub mod sahara;

@@ -5,6 +5,7 @@
 pub mod announce;
 pub mod bootrom;
 pub mod device;
+pub mod dryrun;
 pub mod elf;
 pub mod enumerate;
 pub mod faults;

@@ -1,0 +1,719 @@
+//! `qrescue package inspect PATH` and `qrescue flash PACKAGE` (with `--dry-run`): a firmware
+//! package checked in full by [`crate::engine::prepare`] — identity, programmer, md5.txt, the
+//! plan, compatibility, the device-unique-data guard — printed for people or as JSON, and, for a
+//! flash, refused before the port is even opened when anything is wrong.
+//!
+//! There is no backup store yet, so the ledger here is always empty ([`NoBackupStore`]): steps
+//! that would destroy device-unique data are refused, and the message says that a verified
+//! backup is required and that the package's `_update` set is the safe choice.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::cli::args::{FlashArgs, InspectArgs, PackageChoiceArgs, PackageCommand, StorageArg};
+use crate::cli::firehose_cmds::EventPrinter;
+use crate::cli::output::{self, Output};
+use crate::cli::{port, recording, signals};
+use crate::engine::events::StepKind;
+use crate::engine::firehose::{PowerMode, StorageKind};
+use crate::engine::flash::{self, FlashJob, FlashPlan};
+use crate::engine::guards::{BackupLedger, Region, VerifiedBackupRef};
+use crate::engine::prepare::{
+    prepare, CompatReport, PrepareRequest, Prepared, ProgrammerUse, Stage, Verdict,
+};
+use crate::sim::device::DeviceConfig;
+use crate::sim::dryrun;
+use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
+use crate::sim::inproc::InProcessModem;
+use crate::sim::profile::Profile;
+use crate::transport::{pipe, Framing};
+use crate::Error;
+
+/// The backup ledger until the backup store exists: it holds nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct NoBackupStore;
+
+impl BackupLedger for NoBackupStore {
+    fn verified_backup(&self, _unit: &str, _region: &Region) -> Option<VerifiedBackupRef> {
+        None
+    }
+}
+
+/// Added to refusals that a verified backup would lift.
+const NO_STORE: &str = "(qrescue cannot make or keep backups yet — the backup store comes in a \
+    later version — so no verified backup can be on file: today the safe choice is the \
+    package's _update set.)";
+
+pub fn run(cmd: &PackageCommand, out: &Output) -> crate::Result<()> {
+    match cmd {
+        PackageCommand::Inspect(a) => inspect(a, out),
+    }
+}
+
+fn request(
+    package: &Path,
+    choice: &PackageChoiceArgs,
+    programmer: Option<&Path>,
+    storage: Option<StorageArg>,
+) -> PrepareRequest {
+    PrepareRequest {
+        package: package.to_path_buf(),
+        set: choice.set.clone(),
+        programmer: programmer.map(Path::to_path_buf),
+        modem_revision: choice.modem_revision.clone(),
+        skip_md5: choice.skip_md5,
+        override_phrase: choice.override_phrase.clone(),
+        storage: storage.map(StorageKind::from),
+    }
+}
+
+/// The verdict, with the note that no backup can be on file yet where a backup would help.
+fn verdict(p: &Prepared) -> Verdict {
+    let mut v = p.verdict();
+    for r in &mut v.reasons {
+        let backup_helps = r.stage == Stage::Guard
+            || (r.stage == Stage::Compatibility && r.next.contains("back up"));
+        if backup_helps && !r.next.contains(NO_STORE) {
+            r.next = format!("{} {NO_STORE}", r.next);
+        }
+    }
+    v
+}
+
+fn inspect(a: &InspectArgs, out: &Output) -> crate::Result<()> {
+    let req = request(&a.path, &a.choice, a.programmer.as_deref(), a.storage);
+    let p = prepare(&req, &NoBackupStore, None)?;
+    let v = verdict(&p);
+    out.json_line(&json!({ "event": "package_inspect", "package": &p, "verdict": &v }));
+    print_report(&p, &v, out);
+    match v.to_error() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+// ------------------------------------------------------------------------------ human output
+
+const LABEL: usize = 12;
+
+fn field(out: &Output, label: &str, text: impl AsRef<str>) {
+    out.line(format!("{label:<LABEL$}{}", text.as_ref()));
+}
+
+fn more(out: &Output, text: impl AsRef<str>) {
+    out.line(format!("{:<LABEL$}{}", "", text.as_ref()));
+}
+
+/// At most `width` characters, an ellipsis marking a cut.
+fn fit(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(width.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn base(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// `NUM_DISK_SECTORS-33.` → `END-33` (a place the device computes, counted from the end).
+fn short_start(s: &str) -> String {
+    let t = s.trim();
+    for sym in ["NUM_DISK_SECTORS", "NUM_DISK_BLOCKS"] {
+        if let Some(rest) = t.strip_prefix(sym) {
+            return format!("END{}", rest.trim_end_matches('.'));
+        }
+    }
+    t.to_string()
+}
+
+fn kind_word(k: StepKind) -> &'static str {
+    match k {
+        StepKind::Erase => "erase",
+        StepKind::Program => "program",
+        StepKind::Patch => "patch",
+        StepKind::SetBootable => "boot",
+        StepKind::SaharaUpload => "upload",
+        StepKind::Configure => "config",
+        StepKind::Reset => "reset",
+    }
+}
+
+/// The package's identity lines (also printed before a flash).
+fn print_identity(p: &Prepared, out: &Output) {
+    let d = &p.discovery;
+    field(out, "Package", &d.source);
+    if !d.root.is_empty() {
+        more(out, format!("package folder inside: {}", d.root));
+    }
+    field(out, "Layout", &d.kind_description);
+    match &p.revision {
+        Some(r) => {
+            let mut parts = vec![r.product.clone(), r.baseline_release.clone()];
+            if let Some(s) = &r.sub_version {
+                parts.push(format!("sub-version {s}"));
+            }
+            if !r.tags.is_empty() {
+                parts.push(format!("tags {}", r.tags.join(", ")));
+            }
+            field(
+                out,
+                "Revision",
+                format!("{} (from the {}): {}", r.text, r.source, parts.join(", ")),
+            );
+            for other in p.revisions.iter().skip(1) {
+                more(
+                    out,
+                    format!("also {} (from the {})", other.text, other.source),
+                );
+            }
+        }
+        None => field(
+            out,
+            "Revision",
+            "unknown: no name in the package reads as a Quectel revision",
+        ),
+    }
+    match &p.programmer {
+        ProgrammerUse::Package { path, reason, .. } => {
+            field(out, "Programmer", path);
+            more(out, format!("why: {reason}"));
+        }
+        ProgrammerUse::Override { path } => field(
+            out,
+            "Programmer",
+            format!("{} (given with --programmer)", path.display()),
+        ),
+        ProgrammerUse::Missing { reason, candidates } => {
+            field(out, "Programmer", format!("none chosen: {reason}"));
+            if !candidates.is_empty() {
+                more(out, format!("candidates: {}", candidates.join(", ")));
+            }
+        }
+    }
+    match &p.md5 {
+        Some(m) => {
+            field(out, "Integrity", m.summary());
+            for f in m.mismatches() {
+                if let crate::package::integrity::Md5Status::Mismatch { actual } = &f.status {
+                    more(
+                        out,
+                        format!("WRONG {}: expected {}, found {actual}", f.path, f.expected),
+                    );
+                }
+            }
+            if !m.unlisted.is_empty() {
+                more(
+                    out,
+                    format!("not listed in md5.txt: {}", m.unlisted.join(", ")),
+                );
+            }
+        }
+        None => field(out, "Integrity", "md5.txt not checked (see the notes)"),
+    }
+    if !p.manifest.is_empty() {
+        more(
+            out,
+            format!(
+                "sha256 recorded for the {} file(s) the flash uses; they are checked again while sent",
+                p.manifest.len()
+            ),
+        );
+    }
+}
+
+fn print_sets(p: &Prepared, out: &Output) {
+    let chosen = p.set.as_ref().map(|s| s.id.as_str());
+    for (i, s) in p.discovery.sets.iter().enumerate() {
+        let mark = if Some(s.id.as_str()) == chosen {
+            "  <- the plan uses this set"
+        } else {
+            ""
+        };
+        let label = if i == 0 { "XML sets" } else { "" };
+        field(out, label, format!("{}{mark}", s.summary()));
+    }
+    if p.discovery.sets.is_empty() {
+        field(out, "XML sets", "none");
+    }
+}
+
+fn print_plan(p: &Prepared, out: &Output) {
+    let (Some(s), Some(plan)) = (&p.summary, &p.plan) else {
+        field(out, "Plan", "none (see the reasons below)");
+        return;
+    };
+    field(
+        out,
+        "Plan",
+        format!(
+            "{}, {} steps, {} to write",
+            s.storage.memory_name(),
+            s.steps.len(),
+            output::bytes(s.total_bytes)
+        ),
+    );
+    let extents = plan.extents();
+    let blocked: Vec<usize> = p
+        .guard
+        .as_ref()
+        .map(|g| g.touched.iter().map(|t| t.step).collect())
+        .unwrap_or_default();
+    out.line(format!(
+        "{:>4} {:<7} {:<14} {:>3} {:>9} {:>10} {:<24}{}",
+        "step", "kind", "name", "LUN", "start", "size", "file", "  "
+    ));
+    for st in &s.steps {
+        let size = match st.kind {
+            StepKind::Program => output::bytes(st.bytes),
+            StepKind::Erase => extents
+                .iter()
+                .find(|e| e.index == st.index)
+                .and_then(|e| Some(e.sectors? * u64::from(e.sector_size)))
+                .map(output::bytes)
+                .unwrap_or_else(|| "-".into()),
+            _ => "-".into(),
+        };
+        let file = st.files.first().map(|f| base(f)).unwrap_or("-");
+        let mark = format!(
+            "{}{}",
+            if blocked.contains(&st.index) {
+                '!'
+            } else {
+                ' '
+            },
+            if st.destructive { '*' } else { ' ' }
+        );
+        out.line(format!(
+            "{:>4} {:<7} {:<14} {:>3} {:>9} {:>10} {:<24}{mark}",
+            st.index,
+            kind_word(st.kind),
+            fit(&st.name, 14),
+            st.lun.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+            fit(
+                &st.start_sector
+                    .as_deref()
+                    .map(short_start)
+                    .unwrap_or_default(),
+                9
+            ),
+            size,
+            fit(file, 24),
+        ));
+    }
+    out.line("     * changes the modem's flash   ! destroys data unique to this modem");
+    if !s.host_patches.is_empty() {
+        let mut files: Vec<&str> = s.host_patches.iter().map(|h| base(&h.file)).collect();
+        files.dedup();
+        more(
+            out,
+            format!(
+                "host-side patches ({}) edit {} before it is sent{}",
+                s.host_patches.len(),
+                files.join(", "),
+                if s.needs_device_geometry {
+                    ", with the flash size the modem reports"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    if !s.skipped.is_empty() {
+        more(
+            out,
+            format!(
+                "left alone (no image in the package): {}",
+                s.skipped.join(", ")
+            ),
+        );
+    }
+}
+
+fn print_guard(p: &Prepared, out: &Output) {
+    let Some(g) = &p.guard else {
+        return;
+    };
+    match &g.table_source {
+        Some(src) => field(out, "Unique data", format!("partition table from {src}")),
+        None => field(
+            out,
+            "Unique data",
+            "no partition table in the package: matched by names",
+        ),
+    }
+    if !g.device_unique.is_empty() {
+        more(
+            out,
+            format!(
+                "holding this modem's own data: {}",
+                g.device_unique.join(", ")
+            ),
+        );
+    }
+    let untouched = g.untouched();
+    if !untouched.is_empty() && g.touched.is_empty() {
+        more(
+            out,
+            format!("left alone by this plan: {}", untouched.join(", ")),
+        );
+    }
+    for t in &g.touched {
+        more(
+            out,
+            format!(
+                "step {} touches {} ({}): {}",
+                t.step,
+                t.partition,
+                t.holds,
+                if t.covered {
+                    format!(
+                        "covered by {}",
+                        t.backup.as_deref().unwrap_or("a verified backup")
+                    )
+                } else {
+                    "no verified backup on file".to_string()
+                }
+            ),
+        );
+    }
+    field(
+        out,
+        "Guard",
+        if g.allowed {
+            "allowed: no step destroys data unique to this modem without a verified backup"
+        } else {
+            "BLOCKED: this plan would destroy data unique to this modem (see the reasons below)"
+        },
+    );
+}
+
+fn print_compat(p: &Prepared, out: &Output) {
+    match &p.compat {
+        CompatReport::NotChecked { reason, next, .. } => {
+            field(out, "Compatible", reason);
+            more(out, next);
+        }
+        CompatReport::Allowed {
+            modem,
+            package,
+            note,
+            ..
+        } => {
+            field(
+                out,
+                "Compatible",
+                format!("yes: {package} onto a modem running {modem}"),
+            );
+            if !note.is_empty() {
+                more(out, note);
+            }
+        }
+        CompatReport::Refused {
+            modem,
+            package,
+            title,
+            ..
+        } => field(
+            out,
+            "Compatible",
+            format!(
+                "REFUSED ({title}): {} onto a modem running {modem}",
+                package
+                    .as_deref()
+                    .unwrap_or("a package of unknown revision")
+            ),
+        ),
+    }
+}
+
+fn print_verdict(v: &Verdict, out: &Output) {
+    if v.flashable {
+        field(out, "Verdict", format!("{} (exit code 0)", v.summary));
+    } else {
+        field(
+            out,
+            "Verdict",
+            format!(
+                "{}: nothing would be sent to the modem (exit code 1)",
+                v.summary.to_uppercase()
+            ),
+        );
+        for r in &v.reasons {
+            more(out, format!("- {}", r.what));
+        }
+    }
+}
+
+/// The whole report, for people (nothing in `--json` mode).
+pub fn print_report(p: &Prepared, v: &Verdict, out: &Output) {
+    print_identity(p, out);
+    print_sets(p, out);
+    print_plan(p, out);
+    print_guard(p, out);
+    print_compat(p, out);
+    let notes: Vec<&String> = p
+        .warnings
+        .iter()
+        .chain(p.guard.iter().flat_map(|g| g.notes.iter()))
+        .collect();
+    for (i, n) in notes.iter().enumerate() {
+        field(out, if i == 0 { "Notes" } else { "" }, format!("- {n}"));
+    }
+    print_verdict(v, out);
+}
+
+/// A shorter report before a flash: identity, the set, the plan line, guard, compatibility.
+fn print_before_flash(p: &Prepared, v: &Verdict, out: &Output) {
+    print_identity(p, out);
+    if let Some(s) = &p.set {
+        field(out, "XML set", s.summary());
+    }
+    if let Some(s) = &p.summary {
+        field(
+            out,
+            "Plan",
+            format!(
+                "{}, {} steps, {} to write",
+                s.storage.memory_name(),
+                s.steps.len(),
+                output::bytes(s.total_bytes)
+            ),
+        );
+    }
+    print_guard(p, out);
+    print_compat(p, out);
+    for (i, n) in p.warnings.iter().enumerate() {
+        field(out, if i == 0 { "Notes" } else { "" }, format!("- {n}"));
+    }
+    print_verdict(v, out);
+}
+
+// ------------------------------------------------------------------------------------ flash
+
+/// `qrescue flash PACKAGE …`: prepare; refuse before opening the port when refused; then flash
+/// (or, with `--dry-run`, run the plan against an emulated modem of the same geometry).
+pub fn flash_package(args: &FlashArgs, package: &Path, out: &Output) -> crate::Result<()> {
+    let req = request(
+        package,
+        &args.choice,
+        args.fh.programmer.as_deref(),
+        args.fh.storage,
+    );
+    let p = prepare(&req, &NoBackupStore, None)?;
+    let v = verdict(&p);
+    out.json_line(&json!({ "event": "package", "package": &p, "verdict": &v }));
+    print_before_flash(&p, &v, out);
+    if let Some(e) = v.to_error() {
+        recording::mark("package refused before anything was sent");
+        return Err(e);
+    }
+    let plan = p.plan.as_ref().expect("a flashable package has a plan");
+    let reset = if args.no_reset {
+        None
+    } else {
+        Some(PowerMode::Reset)
+    };
+    // Files the flash reads in pieces are hashed again now; the others are checked as sent.
+    p.reverify()?;
+    if args.dry_run {
+        return dry_run(&p, plan, reset, out);
+    }
+    let job = FlashJob {
+        programmer: Some(p.programmer_image()?),
+        reset,
+        ..FlashJob::default()
+    };
+    let t = port::open(&args.fh.port)?;
+    out.line("");
+    let mut printer = EventPrinter::new(*out);
+    let report = flash::run(t, plan, &job, &mut |e| printer.event(&e), signals::flag())?;
+    out.json_line(&json!({ "event": "flashed", "report": report }));
+    Ok(())
+}
+
+/// Run `plan` against an emulated modem in this process whose flash has the plan's geometry,
+/// with the emulator's own programmer (the package's is signed for a real chip).
+fn dry_run(
+    p: &Prepared,
+    plan: &FlashPlan,
+    reset: Option<PowerMode>,
+    out: &Output,
+) -> crate::Result<()> {
+    let (storage, description) = dryrun::storage_for_plan(plan);
+    let unit_name = if plan.storage == StorageKind::Nand {
+        "ec25"
+    } else {
+        "rm520n"
+    };
+    let unit = Profile::by_name(unit_name)
+        .map(|u| u.for_unit(1))
+        .ok_or_else(|| {
+            Error::failure(
+                "the emulated modem for the dry run is missing",
+                "qrescue ships it built in",
+                "This is a bug in qrescue; please report it",
+            )
+        })?;
+    out.line("");
+    out.line(format!(
+        "Dry run: an emulated modem in this process with {description}."
+    ));
+    let package_programmer = match &p.programmer {
+        ProgrammerUse::Package { path, .. } => path.clone(),
+        ProgrammerUse::Override { path } => path.display().to_string(),
+        ProgrammerUse::Missing { .. } => "-".into(),
+    };
+    out.line(format!(
+        "It runs the emulator's own programmer ({} bytes, signed for the emulated chip), not {package_programmer}: that one only runs on the real modem.",
+        unit.programmer_size
+    ));
+    out.json_line(&json!({
+        "event": "dry_run", "device": description, "storage": storage.name(),
+        "programmer": "emulator", "package_programmer": package_programmer,
+    }));
+    let (host, dev) = pipe::pair_named(Framing::Stream, "emulated modem (dry run)", "device");
+    let modem = InProcessModem::start(
+        dev,
+        DeviceConfig::new(unit.clone()),
+        Programmer::new(&storage, ProgrammerOptions::default()),
+    );
+    let job = FlashJob {
+        programmer: Some(unit.programmer(1)),
+        reset,
+        ..FlashJob::default()
+    };
+    let mut printer = EventPrinter::new(*out);
+    let result = flash::run(
+        recording::wrap(host),
+        plan,
+        &job,
+        &mut |e| printer.event(&e),
+        signals::flag(),
+    );
+    let _ = modem.finish();
+    let report = result?;
+    let steps = plan.steps.len();
+    out.json_line(&json!({ "event": "dry_run_finished", "report": report, "plan_steps": steps }));
+    out.line("");
+    out.line(format!(
+        "Dry run finished: all {steps} steps of the plan ran against the emulated modem ({}).",
+        output::bytes(plan.total_bytes())
+    ));
+    out.line(format!(
+        "A real flash (`qrescue flash {} --port PORT`) uploads {package_programmer}, checks the plan against the flash the modem reports, and sends these same steps{}.",
+        p.discovery.source.split_once(' ').map_or(p.discovery.source.as_str(), |(_, path)| path),
+        if reset.is_some() { ", then resets the modem" } else { "" }
+    ));
+    Ok(())
+}
+
+/// The package-only options given with `--rawprogram` are a usage error.
+pub fn refuse_package_options(args: &FlashArgs) -> crate::Result<()> {
+    let c = &args.choice;
+    let given: Vec<&str> = [
+        (c.set.is_some(), "--set"),
+        (c.modem_revision.is_some(), "--modem-revision"),
+        (c.skip_md5, "--skip-md5"),
+        (c.override_phrase.is_some(), "--override"),
+        (args.dry_run, "--dry-run"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    Err(Error::usage(
+        format!("{} only work(s) with a PACKAGE, not with --rawprogram", given.join(", ")),
+        "Give the package folder or .zip instead: qrescue flash PACKAGE --port PORT (see `qrescue package inspect PACKAGE`)",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_fit_their_columns() {
+        assert_eq!(fit("recoveryfs", 14), "recoveryfs");
+        assert_eq!(fit("a_very_long_partition_name", 14).chars().count(), 14);
+        assert!(fit("a_very_long_partition_name", 14).ends_with('…'));
+        assert_eq!(short_start("NUM_DISK_SECTORS-33."), "END-33");
+        assert_eq!(short_start("1280"), "1280");
+        let row = format!(
+            "{:>4} {:<7} {:<14} {:>3} {:>9} {:>10} {:<24}{}",
+            9999,
+            "program",
+            fit("x".repeat(40).as_str(), 14),
+            7,
+            fit("123456789012", 9),
+            "1023.9 KiB",
+            fit("y".repeat(40).as_str(), 24),
+            "!*"
+        );
+        assert!(
+            row.chars().count() <= 80,
+            "{} columns: {row}",
+            row.chars().count()
+        );
+    }
+
+    #[test]
+    fn the_command_line_definitions_are_consistent() {
+        use clap::{CommandFactory, Parser};
+        crate::cli::Cli::command().debug_assert();
+        // --dry-run needs no port; the port and --dry-run exclude each other.
+        let c = crate::cli::Cli::try_parse_from(["qrescue", "flash", "pkg", "--dry-run"]).unwrap();
+        let crate::cli::Command::Flash(f) = c.command else {
+            panic!("flash")
+        };
+        assert!(f.dry_run && f.package.is_some() && f.rawprogram.is_none());
+        assert!(crate::cli::Cli::try_parse_from([
+            "qrescue",
+            "flash",
+            "pkg",
+            "--dry-run",
+            "--port",
+            "/dev/x"
+        ])
+        .is_err());
+        assert!(crate::cli::Cli::try_parse_from(["qrescue", "flash", "pkg"]).is_err());
+        assert!(crate::cli::Cli::try_parse_from([
+            "qrescue",
+            "flash",
+            "pkg",
+            "--rawprogram",
+            "x.xml",
+            "--port",
+            "/dev/x"
+        ])
+        .is_err());
+        assert!(crate::cli::Cli::try_parse_from([
+            "qrescue",
+            "flash",
+            "--rawprogram",
+            "x.xml",
+            "--patch",
+            "p.xml",
+            "--port",
+            "/dev/x"
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn the_empty_ledger_holds_nothing() {
+        let r = Region {
+            lun: 0,
+            start_sector: 1280,
+            num_sectors: 5632,
+            sector_size: 4096,
+        };
+        assert!(NoBackupStore.verified_backup("unit", &r).is_none());
+    }
+}
