@@ -164,4 +164,39 @@ fn replay_prints_the_boot_loop_timeline() {
         4,
         "{text}"
     );
+    // Run through the monitor like `qrescue watch`: the mode and the detected loop.
+    assert!(text.contains("#1 EDL (emergency download, 9008)"), "{text}");
+    assert!(text.contains("BOOT LOOP #1: 05c6:9008 every "), "{text}");
+    assert!(text.contains("(modes seen: edl): boot loop: "), "{text}");
+}
+
+/// The `device` summary line of `qrescue replay FILE --speed 0 --json`.
+fn replay_device_json(name: &str) -> Vec<serde_json::Value> {
+    let file = recording(name);
+    let out = common::qrescue(
+        &["replay", file.to_str().unwrap(), "--speed", "0", "--json"],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    common::stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "device")
+        .collect()
+}
+
+#[test]
+fn replay_json_reports_the_loop_and_the_modes_of_the_switch() {
+    let loops = replay_device_json("bootloop-9008-rm502q.jsonl");
+    assert_eq!(loops.len(), 1, "{loops:?}");
+    let l = &loops[0]["loop"];
+    assert_eq!(l["status"], "looping", "{l}");
+    let period = l["period_ms"].as_u64().unwrap();
+    assert!(period.abs_diff(14_000) <= 500, "{l}");
+    assert_eq!(loops[0]["modes"], serde_json::json!(["edl"]));
+
+    let switch = replay_device_json("switch-normal-to-edl-rm502q.jsonl");
+    assert_eq!(switch.len(), 1, "one device across the switch: {switch:?}");
+    assert_eq!(switch[0]["modes"], serde_json::json!(["normal", "edl"]));
+    assert_eq!(switch[0]["usb_id"], "05c6:9008");
 }
