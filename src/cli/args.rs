@@ -332,6 +332,13 @@ pub struct SimArgs {
     /// stays WINDOW seconds (fractions allowed, WINDOW < PERIOD), each time on a new pty.
     #[arg(long, value_name = "PERIOD:WINDOW")]
     pub boot_loop: Option<crate::sim::enumerate::BootLoop>,
+    /// Appear first in normal mode (the profile's Quectel composite, e.g. 2c7c:0800 on a
+    /// SuperSpeed bus) for SECONDS, then switch: vanish and come back 2 s later as 05c6:9008
+    /// (900e with --mode crash) on the high-speed bus at another location, serving Sahara on a
+    /// new pty (and looping if --boot-loop is given). Enumeration only: the normal-mode unit
+    /// serves no DM/AT ports yet, and the switch happens by itself after SECONDS.
+    #[arg(long, value_name = "SECONDS", value_parser = crate::sim::enumerate::parse_seconds)]
+    pub normal_for: Option<std::time::Duration>,
     /// The Unix socket that announces appear/vanish events to watchers (`qrescue watch --sim`).
     /// Default: a fresh path in $XDG_RUNTIME_DIR or the temp folder; the first JSON line names it.
     #[arg(long, value_name = "PATH")]

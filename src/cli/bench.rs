@@ -430,6 +430,7 @@ fn appearance_bench(dir: &Path, count: u64) -> crate::Result<AppearanceFigures> 
                 let schedule = Schedule {
                     boot_loop: Some(boot_loop),
                     limit: Some(count),
+                    ..Schedule::default()
                 };
                 enumerate::run_on_usb(&mut cfg, &mut programmer, &hub, schedule, &stop, &mut |n| {
                     if let UsbNotice::Appear { .. } = n {

@@ -2,7 +2,8 @@
 //! announcing every change as one JSON line on stdout.
 //!
 //! The first line is `ready` (with the pty and the announcement `socket`); then `appear` /
-//! `vanish` for every appearance on the emulated bus (one, or a boot loop with `--boot-loop`),
+//! `vanish` for every appearance on the emulated bus (one, or a boot loop with `--boot-loop`;
+//! with `--normal-for` first a normal-mode appearance with `"ports_served": false`),
 //! `programmer_started` / `programmer_exit`, a run's own end (`powered_off`, `link_lost`,
 //! `link_dropped`, `rebooted`) and finally `exit`. Watchers in other processes follow the same
 //! appear/vanish events on the socket (`crate::device::sim_source::SimSource`).
@@ -25,6 +26,7 @@ use crate::sim::firehose::storage::StorageProfile;
 use crate::sim::hub::UsbHub;
 use crate::sim::package_gen::{self, PackageOptions};
 use crate::sim::profile::{self, Personality, Profile, UnitIdentity};
+use crate::sim::usb_ids;
 use crate::sim::{AfterUpload, ProgrammerExit};
 use crate::transport::Transport;
 use crate::{Error, ErrorKind};
@@ -170,6 +172,15 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
             "Run `qrescue sim --pty` and use the printed pty as --port in another terminal",
         ));
     }
+    if args.normal_for.is_some() && usb_ids::normal_mode_snapshot(&unit, 2).is_none() {
+        return Err(Error::usage(
+            format!(
+                "The emulated profile '{}' has no normal-mode USB description",
+                unit.name
+            ),
+            "Use --normal-for with ec25, rm502q or rm520n (or their -crash variants)",
+        ));
+    }
     let storage = storage_profile(&unit, args.storage, args.storage_profile.as_deref())?;
     let faults = FaultPlan::new(args.faults.clone(), args.seed);
     let mut programmer = Programmer::new(
@@ -213,11 +224,13 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
             "period_s": b.period.as_secs_f64(),
             "window_s": b.window.as_secs_f64(),
         })),
+        "normal_for_s": args.normal_for.map(|d| d.as_secs_f64()),
     }));
     let stop = signals::flag();
     let schedule = Schedule {
         boot_loop: args.boot_loop,
         limit: None,
+        normal_first: args.normal_for,
     };
     let result = {
         let mut announcing = Announcing {
@@ -245,7 +258,25 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
                     };
                     out.always_json(&json!({"event": "appear", "t_ms": event.t_ms,
                         "appearance": index, "pty": pty, "location": event.location(),
-                        "usb_id": usb_id}));
+                        "usb_id": usb_id, "mode": mode, "ports_served": true}));
+                }
+                // Enumeration only: no normal-mode emulator serves the DM/AT ports yet.
+                UsbNotice::NormalAppear { event } => {
+                    if let Some(r) = ready.take() {
+                        out.always_json(&r);
+                    }
+                    let usb_id = match &event.change {
+                        DeviceChange::Appear { device } => device.id(),
+                        DeviceChange::Vanish { .. } => String::new(),
+                    };
+                    out.always_json(&json!({"event": "appear", "t_ms": event.t_ms,
+                        "pty": null, "location": event.location(), "usb_id": usb_id,
+                        "mode": "normal", "ports_served": false}));
+                }
+                UsbNotice::NormalVanish { event } => {
+                    out.always_json(&json!({"event": "vanish", "t_ms": event.t_ms,
+                        "pty": null, "location": event.location(), "mode": "normal",
+                        "switching_to": mode}));
                 }
                 UsbNotice::Ended(o) => out.always_json(&json!({"event": outcome_word(o)})),
                 UsbNotice::Vanish { index, pty, event } => {

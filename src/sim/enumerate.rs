@@ -1,6 +1,8 @@
 //! Emulated enumeration: one emulated unit that appears on the emulated bus ([`UsbHub`]) as a new
 //! pty, serves Sahara (and Firehose after an upload) while it is there, and vanishes — once, or
 //! again and again in a boot loop ([`BootLoop`]: it appears every PERIOD and stays WINDOW).
+//! With [`Schedule::normal_first`] the unit first shows up in normal mode and then switches to
+//! its boot ROM ([`SWITCH_GAP`] later, on the high-speed bus: see [`run_on_usb`]).
 //!
 //! Each appearance is a fresh [`PtyDevice`] with a fresh boot ROM (a fresh HELLO); the storage
 //! behind the programmer persists, like a real unit's flash. When an appearance ends, the pty is
@@ -80,6 +82,21 @@ impl FromStr for BootLoop {
     }
 }
 
+/// Parse a positive number of seconds (fractions allowed, at most a day), e.g. for
+/// `qrescue sim --normal-for SECONDS`.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let d = seconds("SECONDS", text)?;
+    if d < MIN_SPAN {
+        return Err("SECONDS must be at least 0.001".into());
+    }
+    Ok(d)
+}
+
+/// How long a unit is off the bus while it switches from normal mode to its boot ROM. The real
+/// RG500Q in QFirehose's log: the switch command at 2.271 s, its SuperSpeed node 4-1 gone at
+/// 3.272 s, 05c6:9008 found at 3-1 at 4.273 s (../realdata/logs, PROTOCOLS.md §5.2).
+pub const SWITCH_GAP: Duration = Duration::from_secs(2);
+
 impl BootLoop {
     /// As announced in the socket header.
     pub fn info(&self) -> BootLoopInfo {
@@ -99,6 +116,11 @@ pub enum UsbNotice<'a> {
         pty: &'a Path,
         event: &'a DeviceEvent,
     },
+    /// The unit appeared in normal mode (before switching to its boot ROM). Enumeration only: no
+    /// port is served (there is no normal-mode emulator yet), so there is no pty.
+    NormalAppear { event: &'a DeviceEvent },
+    /// The normal-mode unit left the bus to re-enumerate in its boot ROM.
+    NormalVanish { event: &'a DeviceEvent },
     /// The unit's run ended on its own while it was present (powered off, link dropped, crash
     /// unit reset), not by the window closing or a stop.
     Ended(RunOutcome),
@@ -117,6 +139,10 @@ pub struct Schedule {
     pub boot_loop: Option<BootLoop>,
     /// Stop after this many appearances (benchmarks, tests); `None`: until stopped.
     pub limit: Option<u64>,
+    /// Appear first in normal mode for this long (enumeration only, no ports served), vanish,
+    /// and start the schedule above [`SWITCH_GAP`] later: a normal-mode → EDL switch. Ignored
+    /// for a profile without a normal-mode description ([`usb_ids::normal_mode_snapshot`]).
+    pub normal_first: Option<Duration>,
 }
 
 /// How many retired pty numbers stay taken.
@@ -137,6 +163,36 @@ struct Bus<'a> {
 }
 
 impl Bus<'_> {
+    /// Device numbers count up at every enumeration on a real bus (1 is the root hub).
+    fn next_address(&mut self) -> u8 {
+        let address = self.next_address;
+        self.next_address = if address >= 127 { 2 } else { address + 1 };
+        address
+    }
+
+    /// The unit in normal mode for `stay`, then off the bus for [`SWITCH_GAP`] while it
+    /// re-enumerates. False when `stop` was set meanwhile (the unit has vanished then too).
+    fn normal_mode(
+        &mut self,
+        stay: Duration,
+        stop: &AtomicBool,
+        notify: &mut dyn FnMut(UsbNotice),
+    ) -> bool {
+        let address = self.next_address();
+        let Some(snapshot) = usb_ids::normal_mode_snapshot(self.profile, address) else {
+            return true;
+        };
+        let location = snapshot.location();
+        let event = self.hub.appear(snapshot);
+        notify(UsbNotice::NormalAppear { event: &event });
+        sleep_until(Instant::now() + stay, stop);
+        if let Some(event) = self.hub.vanish(&location) {
+            notify(UsbNotice::NormalVanish { event: &event });
+        }
+        sleep_until(Instant::now() + SWITCH_GAP, stop);
+        !stop.load(Ordering::SeqCst)
+    }
+
     fn appear(
         &mut self,
         index: u64,
@@ -144,9 +200,7 @@ impl Bus<'_> {
     ) -> Result<Appearance, TransportError> {
         let pty = PtyDevice::open()?;
         let path = pty.slave_path().to_path_buf();
-        // Device numbers count up at every enumeration on a real bus (1 is the root hub).
-        let address = self.next_address;
-        self.next_address = if address >= 127 { 2 } else { address + 1 };
+        let address = self.next_address();
         let snapshot = usb_ids::boot_rom_snapshot(self.profile, Some(&path), address);
         let location = snapshot.location();
         let event = self.hub.appear(snapshot);
@@ -247,6 +301,12 @@ fn sleep_until(t: Instant, stop: &AtomicBool) {
 /// ([`UsbNotice::Ended`]); after a lost or dropped link the unit vanishes (the pty closes),
 /// otherwise it stays present, silent, until stopped — as `qrescue sim` always behaved. In a
 /// boot loop, an appearance ends when its window closes or its run ends, whichever comes first.
+///
+/// With [`Schedule::normal_first`], all that is preceded by the unit in normal mode (its model's
+/// composite, SuperSpeed for RM5xx; [`UsbNotice::NormalAppear`]), which vanishes after that time
+/// and comes back [`SWITCH_GAP`] later in its boot ROM on the high-speed bus — another location,
+/// as a USB 3 module re-enumerates as USB 2 in EDL (PROTOCOLS.md §5.2). Enumeration only: the
+/// normal-mode unit serves no port and the switch is not commanded by a host.
 pub fn run_on_usb(
     cfg: &mut DeviceConfig,
     programmer: &mut dyn AfterUpload,
@@ -267,6 +327,11 @@ pub fn run_on_usb(
         next_address: 2,
         kept: VecDeque::new(),
     };
+    if let Some(stay) = schedule.normal_first {
+        if !bus.normal_mode(stay, stop, notify) {
+            return Ok(RunOutcome::Stopped);
+        }
+    }
     let start = Instant::now();
     let Some(bl) = schedule.boot_loop else {
         let mut a = bus.appear(0, notify)?;
@@ -403,6 +468,7 @@ mod tests {
         let schedule = Schedule {
             boot_loop: Some("0.6:0.5".parse().unwrap()),
             limit: Some(3),
+            ..Schedule::default()
         };
         let host = std::thread::spawn(move || {
             let mut seen = Vec::new();
@@ -435,6 +501,9 @@ mod tests {
                         format!("vanish {index} {}", pty.display())
                     }
                     UsbNotice::Ended(o) => format!("ended {o:?}"),
+                    UsbNotice::NormalAppear { .. } | UsbNotice::NormalVanish { .. } => {
+                        "normal".into()
+                    }
                 })
             },
         )
@@ -469,6 +538,86 @@ mod tests {
         }
         assert_eq!(notices.len(), 6, "{notices:?}");
         assert!(notices[0].starts_with("appear 0 ") && notices[5].starts_with("vanish 2 "));
+    }
+
+    #[test]
+    fn normal_first_switches_to_edl_on_the_high_speed_bus_and_stays_one_device() {
+        use crate::device::monitor::Monitor;
+        use crate::sim::usb_ids::{SIM_BUS, SIM_BUS_SUPER};
+        let hub = UsbHub::new();
+        let mut src = hub.source();
+        let mut cfg = DeviceConfig::new(Profile::by_name("rm502q").unwrap().for_unit(4));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        // Stop once the unit is back in EDL; collect everything until the hub closes.
+        let watcher = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while let Some(e) = src.next_event(Duration::from_secs(20)).unwrap() {
+                if let DeviceChange::Appear { device } = &e.change {
+                    if device.id() == "05c6:9008" {
+                        s2.store(true, Ordering::SeqCst);
+                    }
+                }
+                seen.push(e);
+            }
+            seen
+        });
+        let schedule = Schedule {
+            normal_first: Some(Duration::from_millis(50)),
+            ..Schedule::default()
+        };
+        let mut notices = Vec::new();
+        let outcome = run_on_usb(
+            &mut cfg,
+            &mut programmer(),
+            &hub,
+            schedule,
+            &stop,
+            &mut |n| {
+                notices.push(match n {
+                    UsbNotice::NormalAppear { .. } => "normal appear",
+                    UsbNotice::NormalVanish { .. } => "normal vanish",
+                    UsbNotice::Appear { .. } => "appear",
+                    UsbNotice::Vanish { .. } => "vanish",
+                    UsbNotice::Ended(_) => "ended",
+                })
+            },
+        )
+        .unwrap();
+        hub.close();
+        assert_eq!(outcome, RunOutcome::Stopped);
+        assert_eq!(
+            notices,
+            ["normal appear", "normal vanish", "appear", "vanish"]
+        );
+        let seen = watcher.join().unwrap();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        let DeviceChange::Appear { device: normal } = &seen[0].change else {
+            panic!("{seen:?}")
+        };
+        let DeviceChange::Appear { device: edl } = &seen[2].change else {
+            panic!("{seen:?}")
+        };
+        assert_eq!(normal.id(), "2c7c:0800");
+        assert_eq!(normal.bus, SIM_BUS_SUPER);
+        assert!(normal.interfaces.iter().all(|i| i.tty.is_none()));
+        assert_eq!(edl.id(), "05c6:9008");
+        assert_eq!((edl.bus, &edl.ports), (SIM_BUS, &normal.ports));
+        assert_ne!(edl.location(), normal.location());
+        assert!(edl.interface(0).unwrap().tty.is_some());
+        // Off the bus for the whole switch gap (a lower bound: sleeping guarantees it).
+        assert!(seen[2].t_ms - seen[1].t_ms >= SWITCH_GAP.as_millis() as u64);
+        let mut m = Monitor::default();
+        let ups: Vec<_> = seen.iter().map(|e| m.observe(e)).collect();
+        assert!(ups.iter().all(|u| u.id == ups[0].id && u.id.is_some()));
+        assert!(
+            matches!(
+                ups[2].matched.rule,
+                crate::device::identity::MatchRule::CompanionPort { .. }
+            ),
+            "{:?}",
+            ups[2].matched
+        );
     }
 
     #[test]

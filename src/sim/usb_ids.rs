@@ -115,6 +115,28 @@ pub fn boot_rom_snapshot(profile: &Profile, tty: Option<&Path>, address: u8) -> 
     }
 }
 
+/// The iSerial of a unit in normal mode: eight lowercase hex digits, the shape real Quectel
+/// modules report (RM500Q `40046d60`, RM530N-GL `5335c4cc`, BG96 `d1098243` in
+/// ../realdata/logs), stable per unit.
+///
+/// Deliberately *not* the Sahara serial that EDL shows after `_SN:`: docs/PROTOCOLS.md §5.2 and
+/// docs/USERS.md document the `_SN:` in EDL but nothing pairs one unit's normal-mode iSerial with
+/// its EDL serial, so the emulator does not claim they are equal. A normal-mode → EDL switch is
+/// therefore linked by port history (the same port chain on the companion bus, as QFirehose
+/// re-finds a switched module by scanning, PROTOCOLS.md §5.2), not by a serial match.
+pub fn normal_mode_iserial(profile: &Profile) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"qrescue emulated normal-mode iSerial");
+    h.update(profile.identity.serial.to_le_bytes());
+    let d = h.finalize();
+    let mut v = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+    if v == profile.identity.serial {
+        v = v.wrapping_add(1);
+    }
+    format!("{v:08x}")
+}
+
 /// DM/DIAG, NMEA, AT and modem ports (option) of the RM5xx composite, then rmnet (qmi_wwan).
 fn rm5xx_interfaces(with_adb: bool) -> Vec<InterfaceSnapshot> {
     let mut v = vec![
@@ -171,7 +193,7 @@ fn rm5xx_interfaces(with_adb: bool) -> Vec<InterfaceSnapshot> {
 /// profile whose model has no normal-mode description here.
 pub fn normal_mode_snapshot(profile: &Profile, address: u8) -> Option<DeviceSnapshot> {
     let model = profile.name.split('-').next().unwrap_or("");
-    let serial = Some(format!("{:08x}", profile.identity.serial));
+    let serial = Some(normal_mode_iserial(profile));
     let port = vec![sim_port(profile)];
     let s = match model {
         "ec25" => {
@@ -342,6 +364,18 @@ mod tests {
             let edl = boot_rom_snapshot(&p, None, 4);
             assert_eq!(edl.bus, SIM_BUS);
             assert_eq!(edl.ports, s.ports);
+        }
+        // The normal-mode iSerial is per unit, hex like the real ones, and not the `_SN:` serial.
+        for seed in [1, 2, 3] {
+            let p = Profile::by_name("rm502q").unwrap().for_unit(seed);
+            let iserial = normal_mode_snapshot(&p, 2).unwrap().serial.unwrap();
+            assert_eq!(iserial.len(), 8);
+            assert!(iserial.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_ne!(
+                u32::from_str_radix(&iserial, 16).unwrap(),
+                p.identity.serial
+            );
+            assert_eq!(iserial, normal_mode_iserial(&p), "stable");
         }
         // RM5xx DM is ff/ff/0x30; the EC25's is ff/ff/ff.
         let rm = normal_mode_snapshot(&Profile::by_name("rm520n").unwrap(), 1).unwrap();
