@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{code, describe, json_lines, last_json, qrescue, s, stderr, stdout, tempdir, Sim};
+use common::{
+    code, describe, json_lines, last_json, programs, qrescue, s, stderr, stdout, tempdir, Program,
+    Sim,
+};
 use serde_json::Value;
 
 /// Bound for one flash of a 2 MiB package or one read-back.
@@ -42,37 +45,6 @@ fn emit_package(dir: &Path, extra: &[&str]) -> Package {
         rawprogram: first("rawprogram"),
         patch: first("patch"),
     }
-}
-
-/// One `<program>` of a rawprogram XML, read independently of qrescue's parser.
-#[derive(Debug, Clone)]
-struct Program {
-    label: String,
-    file: PathBuf,
-    sector_size: u64,
-    /// None for expressions such as NUM_DISK_SECTORS-33.
-    start: Option<u64>,
-}
-
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let key = format!(" {name}=\"");
-    let at = tag.find(&key)? + key.len();
-    let len = tag[at..].find('"')?;
-    Some(tag[at..at + len].to_string())
-}
-
-fn programs(rawprogram: &Path) -> Vec<Program> {
-    let xml = std::fs::read_to_string(rawprogram).unwrap();
-    let dir = rawprogram.parent().unwrap();
-    xml.split('<')
-        .filter(|t| t.starts_with("program "))
-        .map(|t| Program {
-            label: attr(t, "label").unwrap(),
-            file: dir.join(attr(t, "filename").unwrap().replace('\\', "/")),
-            sector_size: attr(t, "SECTOR_SIZE_IN_BYTES").unwrap().parse().unwrap(),
-            start: attr(t, "start_sector").unwrap().parse().ok(),
-        })
-        .collect()
 }
 
 /// Read back, through `qrescue read`, the first image-length bytes of each entry (nearby

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{code, describe, json_lines, qrescue, s, stderr, stdout, tempdir, Sim};
+use common::{code, describe, json_lines, programs, qrescue, s, stderr, stdout, tempdir, Sim};
 use serde_json::Value;
 
 const BOUND: Duration = Duration::from_secs(30);
@@ -480,33 +480,6 @@ fn dry_run_runs_every_step_of_a_nand_and_a_ufs_package() {
     assert_eq!(lines.last().unwrap()["event"], "dry_run_finished");
 }
 
-/// One `<program>` of a rawprogram XML, read independently of qrescue's parser.
-struct Program {
-    label: String,
-    file: PathBuf,
-    start: u64,
-}
-
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let key = format!(" {name}=\"");
-    let at = tag.find(&key)? + key.len();
-    let len = tag[at..].find('"')?;
-    Some(tag[at..at + len].to_string())
-}
-
-fn programs(rawprogram: &Path) -> Vec<Program> {
-    let xml = std::fs::read_to_string(rawprogram).unwrap();
-    let dir = rawprogram.parent().unwrap();
-    xml.split('<')
-        .filter(|t| t.starts_with("program "))
-        .map(|t| Program {
-            label: attr(t, "label").unwrap(),
-            file: dir.join(attr(t, "filename").unwrap().replace('\\', "/")),
-            start: attr(t, "start_sector").unwrap().parse().unwrap(),
-        })
-        .collect()
-}
-
 #[test]
 fn flash_package_into_the_emulator_and_read_every_image_back() {
     let dir = tempdir();
@@ -546,7 +519,7 @@ fn flash_package_into_the_emulator_and_read_every_image_back() {
                 "--port",
                 sim.port(),
                 "--start",
-                &p.start.to_string(),
+                &p.start.expect("a numeric start sector").to_string(),
                 "--count",
                 &pages.to_string(),
                 "--out",

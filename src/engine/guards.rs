@@ -713,7 +713,8 @@ mod tests {
     use super::*;
     use crate::package::rawprogram::{parse_rawprogram, RawEntry};
     use crate::protocol::partitions::{parse_gpt, parse_mibib_table};
-    use crate::sim::firehose::{gpt, mibib, sparse::SparseStore};
+    use crate::sim::firehose::mibib;
+    use crate::sim::firehose::storage::{Storage, StorageProfile};
     use proptest::prelude::*;
 
     const UNIT: &str = "0cf94c64";
@@ -1078,44 +1079,11 @@ mod tests {
         assert!(v.allowed);
     }
 
-    /// The MSM8916 ptool layout (modem … userdata) on an emulated eMMC, read back through the
+    /// The MSM8916 ptool layout (modem … userdata) of the emulated eMMC, read back through the
     /// host GPT parser.
     fn msm8916_table() -> Vec<Partition> {
-        let spec = gpt::spec(&[
-            ("modem", 131072, 131072),
-            ("fsc", 262144, 2),
-            ("ssd", 262146, 16),
-            ("sbl1", 262162, 1024),
-            ("sbl1bak", 263186, 1024),
-            ("rpm", 264210, 1024),
-            ("rpmbak", 265234, 1024),
-            ("tz", 266258, 1024),
-            ("tzbak", 267282, 1024),
-            ("hyp", 268306, 1024),
-            ("hypbak", 269330, 1024),
-            ("modemst1", 270354, 3072),
-            ("modemst2", 273426, 3072),
-            ("DDR", 393216, 64),
-            ("fsg", 393280, 3072),
-            ("sec", 396352, 32),
-            ("aboot", 396384, 2048),
-            ("abootbak", 398432, 2048),
-            ("boot", 400480, 65536),
-            ("recovery", 466016, 65536),
-            ("devinfo", 531552, 2048),
-            ("system", 533600, 2516584),
-            ("cache", 3145728, 524288),
-            ("persist", 3670016, 65536),
-            ("misc", 3735552, 2048),
-            ("keystore", 3737600, 1024),
-            ("config", 3738624, 1024),
-            ("oem", 3739648, 131072),
-            ("userdata", 3870720, 0),
-        ]);
-        let mut store = SparseStore::new(7_634_944 * 512, 0);
-        gpt::create(&mut store, 512, 32, &spec, "unit");
-        let mut head = vec![0u8; 34 * 512];
-        store.read(0, &mut head);
+        let storage = Storage::new(&StorageProfile::emmc_msm8916());
+        let head = storage.read_sectors(0, 0, 34).unwrap();
         parse_gpt(&head, 512).unwrap()
     }
 

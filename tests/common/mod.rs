@@ -200,3 +200,34 @@ pub fn describe(o: &Output) -> String {
         stderr(o)
     )
 }
+
+/// One `<program>` of a rawprogram XML, read independently of qrescue's parser.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub label: String,
+    pub file: PathBuf,
+    pub sector_size: u64,
+    /// None for expressions such as NUM_DISK_SECTORS-33.
+    pub start: Option<u64>,
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let key = format!(" {name}=\"");
+    let at = tag.find(&key)? + key.len();
+    let len = tag[at..].find('"')?;
+    Some(tag[at..at + len].to_string())
+}
+
+pub fn programs(rawprogram: &Path) -> Vec<Program> {
+    let xml = std::fs::read_to_string(rawprogram).unwrap();
+    let dir = rawprogram.parent().unwrap();
+    xml.split('<')
+        .filter(|t| t.starts_with("program "))
+        .map(|t| Program {
+            label: attr(t, "label").unwrap(),
+            file: dir.join(attr(t, "filename").unwrap().replace('\\', "/")),
+            sector_size: attr(t, "SECTOR_SIZE_IN_BYTES").unwrap().parse().unwrap(),
+            start: attr(t, "start_sector").unwrap().parse().ok(),
+        })
+        .collect()
+}
