@@ -13,5 +13,6 @@ pub mod protocol;
 pub mod record;
 pub mod sim;
 pub mod transport;
+pub mod tui;
 
 pub use error::{Error, ErrorKind, Result};
