@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier};
 use ratatui::Terminal;
 
@@ -28,7 +29,7 @@ use qrescue::tui::model::{
 };
 use qrescue::tui::msg::{JobId, Msg, PlanReview, Problem};
 use qrescue::tui::update::update;
-use qrescue::tui::view::{pin_screen_showing, view};
+use qrescue::tui::view::{pin_screen_showing, render, view};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -392,6 +393,48 @@ fn refused() -> Model {
     m
 }
 
+/// The modem went away while being identified; the last attempt failed with a reason.
+fn checking_problem() -> Model {
+    let mut m = bootloop();
+    vanish(&mut m, 67_000, &edl_snapshot());
+    tick(&mut m, 68_800);
+    m.flow.device = m.selected;
+    m.flow.stage = Stage::Checking;
+    m.flow.problem = Some(Problem {
+        what: "the modem did not say HELLO within 5 s".into(),
+        why: "another program (ModemManager) probably opened the port first and used up the boot ROM's one HELLO".into(),
+        next: "stop ModemManager (sudo systemctl stop ModemManager); qrescue tries again in the next window".into(),
+    });
+    m
+}
+
+/// Armed without pins: waiting for the next window.
+fn armed() -> Model {
+    let mut m = bootloop();
+    vanish(&mut m, 67_000, &edl_snapshot());
+    tick(&mut m, 68_800);
+    m.flow.device = m.selected;
+    m.flow.review = Some(review(true));
+    m.flow.stage = Stage::Armed {
+        since_ms: 66_000,
+        pins: false,
+    };
+    m
+}
+
+fn finished(o: Outcome) -> Model {
+    let mut m = not_verified();
+    m.flow.stage = Stage::Finished(o);
+    m
+}
+
+fn verifying() -> Model {
+    let mut m = not_verified();
+    tick(&mut m, 125_000);
+    m.flow.stage = Stage::Verifying { since_ms: 95_000 };
+    m
+}
+
 fn with_overlay(mut m: Model, o: Overlay) -> Model {
     m.overlay = o;
     m
@@ -412,6 +455,22 @@ fn fixtures() -> Vec<(&'static str, Model)> {
         ("failed", failed()),
         ("not_verified", not_verified()),
         ("refused", refused()),
+        ("checking_problem", checking_problem()),
+        ("armed", armed()),
+        ("verifying", verifying()),
+        (
+            "verified",
+            finished(Outcome::Verified {
+                detail: "#2 came back in normal mode as RM502QAEAAR13A02M4G, serial 5A17C0DE"
+                    .into(),
+            }),
+        ),
+        (
+            "cancelled",
+            finished(Outcome::Cancelled {
+                detail: "stopped before modem was written; the modem is still in EDL".into(),
+            }),
+        ),
         ("help", with_overlay(bootloop(), Overlay::Help)),
         (
             "confirm_flash",
@@ -728,6 +787,69 @@ fn refusal_shows_every_reason_and_the_override_key() {
 }
 
 #[test]
+fn a_problem_while_checking_is_explained_in_plain_words() {
+    let m = fixture("checking_problem");
+    let (small, big) = (screen(&m, 80, 24).0, screen(&m, 160, 48).0);
+    for s in [&small, &big] {
+        has_all(
+            s,
+            &[
+                "▶1 Identify",
+                "✗ PROBLEM: the modem did not say HELLO within 5 s",
+                "why:",
+                "next:",
+                "Waiting for the modem's next window",
+                "gone",
+            ],
+        );
+    }
+}
+
+#[test]
+fn armed_counts_down_to_the_window() {
+    let (small, big) = snap("armed", &fixture("armed"));
+    for s in [&small, &big] {
+        has_all(
+            s,
+            &["▶4 Catch", "ARMED", "next window in 2.2 s", "c disarms"],
+        );
+    }
+}
+
+#[test]
+fn verifying_waits_for_normal_mode() {
+    let (s, _) = screen(&fixture("verifying"), 80, 24);
+    has_all(
+        &s,
+        &[
+            "▶6 Verify",
+            "Waiting for the modem to come back in normal mode",
+            "a write alone is",
+            "30.0 s of 2 min 00 s waited",
+        ],
+    );
+    assert!(!s.contains("VERIFIED"));
+}
+
+#[test]
+fn verified_and_cancelled_outcomes_are_unambiguous() {
+    let (small, big) = snap("verified", &fixture("verified"));
+    for s in [&small, &big] {
+        has_all(
+            s,
+            &[
+                "✓6 Verify",
+                "VERIFIED",
+                "came back in normal mode as RM502QAEAAR13A02M4G",
+            ],
+        );
+    }
+    let (s, _) = screen(&fixture("cancelled"), 80, 24);
+    has_all(&s, &["CANCELLED", "the modem is still in EDL"]);
+    assert!(!s.contains("VERIFIED"));
+}
+
+#[test]
 fn help_lists_every_key() {
     let (small, big) = snap("help", &fixture("help"));
     for s in [&small, &big] {
@@ -869,21 +991,27 @@ fn log_scroll_without_a_logger_does_not_panic() {
 
 #[test]
 fn no_view_panics_at_any_size() {
-    let mut widths: Vec<u16> = (1..=300).step_by(11).collect();
-    widths.extend([2, 3, 79, 80, 81, 119, 120, 159, 160, 300]);
-    let mut heights: Vec<u16> = (1..=100).step_by(7).collect();
-    heights.extend([2, 23, 24, 25, 35, 36, 47, 48, 100]);
+    // Every edge of the layouts (too small, compact, roomy) and a spread up to 300×100.
+    let widths: [u16; 21] = [
+        1, 2, 3, 5, 8, 13, 21, 34, 55, 79, 80, 81, 100, 119, 120, 121, 159, 160, 200, 250, 300,
+    ];
+    let heights: [u16; 16] = [1, 2, 3, 5, 8, 13, 23, 24, 25, 35, 36, 47, 48, 60, 80, 100];
+    let mut buf = Buffer::empty(Rect::new(0, 0, 1, 1));
     for (name, m) in fixtures() {
-        let mut term = Terminal::new(TestBackend::new(1, 1)).unwrap();
         for &w in &widths {
             for &h in &heights {
-                term.backend_mut().resize(w, h);
-                term.resize(ratatui::layout::Rect::new(0, 0, w, h)).unwrap();
+                let area = Rect::new(0, 0, w, h);
+                buf.resize(area);
+                buf.reset();
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    term.draw(|f| view(&m, f)).unwrap();
+                    render(&m, area, &mut buf);
                 }));
                 assert!(r.is_ok(), "{name} panicked at {w}×{h}");
             }
         }
+        // Odd origins too (a view drawn into part of a larger screen).
+        let mut big = Buffer::empty(Rect::new(0, 0, 200, 60));
+        render(&m, Rect::new(7, 3, 150, 50), &mut big);
+        render(&m, Rect::new(190, 50, 40, 40), &mut big);
     }
 }
