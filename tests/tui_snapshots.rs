@@ -987,6 +987,10 @@ fn log_scroll_without_a_logger_does_not_panic() {
     m.focus = qrescue::tui::model::Focus::Log;
     let (s, _) = screen(&m, 80, 24);
     has_all(&s, &["no log lines yet", "500 lines back", "▸ Log"]);
+    assert!(!s.contains("▸ Devices"));
+    m.focus = qrescue::tui::model::Focus::Devices;
+    let (s, _) = screen(&m, 80, 24);
+    assert!(s.contains("▸ Devices") && !s.contains("▸ Log"));
 }
 
 #[test]

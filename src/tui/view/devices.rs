@@ -7,6 +7,7 @@ use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, Widget, Wrap};
 
+use super::super::model::Focus;
 use super::{cut, loop_badge, mode_word, Ctx};
 
 pub(crate) fn render(ctx: &Ctx, area: Rect, buf: &mut Buffer) {
@@ -16,7 +17,7 @@ pub(crate) fn render(ctx: &Ctx, area: Rect, buf: &mut Buffer) {
         0 => "Devices".to_string(),
         n => format!("Devices ({present} present, {} gone)", n - present),
     };
-    let block = ctx.pane(&title, false);
+    let block = ctx.pane(&title, ctx.m.focus == Focus::Devices);
     let inner = block.inner(area);
     block.render(area, buf);
     if inner.is_empty() {
