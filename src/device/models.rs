@@ -303,6 +303,67 @@ pub const EDL_INTERFACE_PROTOCOLS: [u8; 4] = [0x10, 0x11, 0x13, 0xff];
 /// RM500Q and RM530N-GL descriptors.
 pub const QUECTEL_DIAG_PROTOCOL: u8 = 0x30;
 
+/// What qrescue can tell a person about forcing a model into EDL by bridging test pins
+/// (USERS.md §7). Only sourced facts: where no public source gives a model's pad positions,
+/// [`PinNote::pads`] says so and nothing is guessed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinNote {
+    /// The general instruction, in plain words with Quectel's own wording quoted.
+    pub text: &'static str,
+    /// Where `text` comes from.
+    pub source: Option<&'static str>,
+    /// Quirks reported for this model, each with its source.
+    pub quirks: Vec<PinQuirk>,
+    /// Where the pads are on this model, in words.
+    pub pads: &'static str,
+}
+
+/// A quirk reported for one model when forcing it into EDL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinQuirk {
+    pub text: &'static str,
+    pub source: &'static str,
+}
+
+const QUECTEL_PIN_INSTRUCTION: &str = "Hold USB_BOOT at 1.8 V while the modem powers on, and let \
+     go once 9008 shows. Quectel, quoted in a forum thread: \"'USB_BOOT' to 1.8 V before \
+     'VDD_EXT' is powered on … after the QDloader port appeared, please disconnect\".";
+const QUECTEL_PIN_SOURCE: &str =
+    "https://forums.quectel.com/t/unbrick-quectel-rm502q-gl-in-900e/32031";
+
+const EC25_SUSPEND_QUIRK: PinQuirk = PinQuirk {
+    text: "EC25-E: one user's bridge of VDD_EXT to USB_BOOT did nothing until the host was also \
+           suspended and resumed, and the modem answered the Sahara hello only after a second \
+           suspend/resume once it showed in lsusb.",
+    source: "https://forums.quectel.com/t/modem-stuck-in-firmware-update/36394",
+};
+
+/// The pin note for a model (`EC25/EG25`, `RM502Q`, a package revision such as
+/// `EC25EFAR06A17M4G`, or `None` when the model is not known).
+pub fn edl_pin_note(model: Option<&str>) -> PinNote {
+    let upper = model.map(str::to_ascii_uppercase);
+    let mut quirks = Vec::new();
+    if upper.as_deref().is_some_and(|m| m.contains("EC25")) {
+        quirks.push(EC25_SUSPEND_QUIRK);
+    }
+    let pads = match model {
+        Some(_) => {
+            "Where the USB_BOOT and VDD_EXT pads are on this model: no public source is \
+                    known to qrescue, so it shows none (it never guesses pad positions)."
+        }
+        None => {
+            "The model is not known yet, and qrescue knows no public source for pad \
+                 positions of any model: it shows none rather than guess."
+        }
+    };
+    PinNote {
+        text: QUECTEL_PIN_INSTRUCTION,
+        source: Some(QUECTEL_PIN_SOURCE),
+        quirks,
+        pads,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +430,24 @@ mod tests {
         assert!(!quectel_non_qualcomm(0x6008));
         assert!(!quectel_non_qualcomm(0x6009));
         assert!(!quectel_non_qualcomm(0x0800));
+    }
+    #[test]
+    fn pin_notes_quote_quectel_and_never_invent_pads() {
+        let general = edl_pin_note(None);
+        assert!(general
+            .text
+            .contains("'USB_BOOT' to 1.8 V before 'VDD_EXT' is powered on"));
+        assert_eq!(general.source, Some(QUECTEL_PIN_SOURCE));
+        assert!(general.quirks.is_empty());
+        assert!(general.pads.contains("no public source"));
+        let ec25 = edl_pin_note(Some("EC25/EG25"));
+        assert_eq!(ec25.quirks, vec![EC25_SUSPEND_QUIRK]);
+        assert!(ec25.quirks[0].text.contains("suspend"));
+        assert!(ec25.pads.contains("this model") && ec25.pads.contains("no public source"));
+        // A package revision names the model too.
+        assert_eq!(edl_pin_note(Some("EC25EFAR06A17M4G")).quirks.len(), 1);
+        let rm = edl_pin_note(Some("RM500Q/RM5xx (SDX55)"));
+        assert!(rm.quirks.is_empty());
+        assert!(rm.pads.contains("never guesses"));
     }
 }

@@ -5,5 +5,6 @@
 
 pub mod model;
 pub mod msg;
+pub mod theme;
 pub mod update;
 pub mod view;
