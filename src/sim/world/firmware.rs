@@ -284,11 +284,16 @@ impl Firmware {
         let chain: Vec<usize> = (0..checked.len()).filter(|&i| checked[i].chain).collect();
         let damaged: Vec<usize> = match scenario {
             Scenario::Update => Vec::new(),
+            // The modem image (the largest firmware image where there is none by that name).
             Scenario::Crash => {
-                let biggest = (0..checked.len())
-                    .filter(|&i| !checked[i].chain)
-                    .max_by_key(|&i| checked[i].area.sectors);
-                biggest.into_iter().collect()
+                let firmware = (0..checked.len()).filter(|&i| !checked[i].chain);
+                let modem = firmware
+                    .clone()
+                    .find(|&i| checked[i].area.name.eq_ignore_ascii_case("modem"));
+                modem
+                    .or_else(|| firmware.max_by_key(|&i| checked[i].area.sectors))
+                    .into_iter()
+                    .collect()
             }
             Scenario::Unbrick | Scenario::WrongVariant | Scenario::Factory => {
                 let mut v = vec![chain[0], chain[chain.len() - 1]];
