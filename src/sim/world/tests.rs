@@ -415,3 +415,29 @@ fn a_powered_off_unit_waits_for_a_power_cycle() {
     world.bench(BenchAction::BridgePinsAndPowerCycle);
     assert_eq!(next_appear(&mut src).id(), "05c6:9008");
 }
+
+#[test]
+fn the_world_and_the_bench_can_be_handed_to_the_console_runtime() {
+    // The runtime keeps the world alive in a `Vec<Box<dyn Any + Send>>` and calls the bench
+    // from a `Box<dyn Fn(BenchAction) + Send + Sync>`.
+    fn keep<T: std::any::Any + Send>(_: &T) {}
+    fn call<F: Fn(BenchAction) + Send + Sync>(_: &F) {}
+    let world = start(Scenario::Update, fast(), None);
+    let bench = world.bench_handle();
+    let f = move |a| bench.act(a);
+    call(&f);
+    keep(&world);
+    let base = Config::default();
+    let c = world.console_config(base.clone());
+    assert_eq!(c.package, Some(world.package()));
+    assert_eq!(
+        c.modem_revision.as_deref(),
+        Some("RM502QAEAAR13A02M4G_01.200.01.200")
+    );
+    assert_eq!(c.demo.as_ref().unwrap().scenario, "update");
+    assert!(c.source.contains("demo: update"));
+    assert_eq!(
+        (c.color, c.bell, c.log_file),
+        (base.color, base.bell, base.log_file)
+    );
+}
