@@ -33,8 +33,11 @@ fn a_recorded_demo_replays_with_its_streams_and_phases() {
     let text = stdout(&out);
     assert!(text.contains("format qrescue-recording v1"), "{text}");
     assert!(text.contains("serial numbers and IMEIs replaced"), "{text}");
-    assert!(text.contains("#1 emulated modem (in-process)"), "{text}");
-    assert!(text.contains("demo step 1/2: Save the RAM dump"), "{text}");
+    // The demo finds its modem on the emulated bus and opens its pty like a real port.
+    assert!(text.contains("appear  99-"), "{text}");
+    assert!(text.contains("05c6:900e"), "{text}");
+    assert!(text.contains("#1 serial /dev/pts/"), "{text}");
+    assert!(text.contains("demo step 2/3: Save the RAM dump"), "{text}");
     assert!(text.contains("command finished"), "{text}");
 
     let out = qrescue(&["replay", s(&file), "--speed", "0", "--json"], BOUND);

@@ -347,10 +347,18 @@ pub struct SimArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DemoScenario {
-    /// A modem stuck in download mode (9008): identify, check the package, flash, verify.
+    /// A modem in a 14 s 9008 boot loop (broken boot chain): catch a window, identify, check the
+    /// package, flash, read back, and see it come back in normal mode.
     Unbrick,
+    /// A working modem in normal mode and a newer package: bridge the test pins to get it into
+    /// 9008, flash, and see it come back.
+    Update,
     /// A crashed modem (900e): save its RAM dump.
     Crash,
+    /// A package built for another variant of the modem's model: refused.
+    WrongVariant,
+    /// A _factory package that rewrites the modem's EFS: blocked without a verified backup.
+    Factory,
 }
 
 #[derive(Debug, Args)]
@@ -364,9 +372,13 @@ pub struct DemoArgs {
     /// Unit profile.
     #[arg(long, default_value = "rm502q")]
     pub profile: String,
-    /// No pauses and no NAND speed limit (for scripts and tests).
+    /// No pauses, no NAND speed limit, and fast reboots (for scripts and tests); the boot
+    /// loop keeps its real 14 s / 10 s.
     #[arg(long)]
     pub fast: bool,
+    /// Keep the crash scenario's RAM dump in this folder (default: a temporary one, removed).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,35 +1,93 @@
-//! `qrescue demo`: a guided rescue of a built-in emulated modem, in this process, with the same
-//! engine, checks and protocols a real modem gets — only the device is emulated. It prints each
-//! step with what it does and why. (The full-screen console replaces this line-mode walk-through
-//! later; the steps stay the same.)
+//! `qrescue demo` in line mode: a rescue of an emulated modem ([`crate::sim::world`]) in this
+//! process, with the same engine, checks and protocols a real modem gets — only the device is
+//! emulated. The modem lives on its own emulated USB bus and is found there the way the console
+//! finds real ones (a device source and [`Monitor`]); its ptys are opened like qcserial ttys.
+//! Each step says what it does and why; the verdict comes from the modem itself: after the
+//! flash and its reset, qrescue waits for it to come back in normal mode.
+//!
+//! The full-screen console runs on the same world ([`start_world`]); this walk-through is what
+//! runs without a terminal (and with `--json`).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::cli::args::{DemoArgs, DemoScenario};
+use crate::cli::args::{DemoArgs, DemoScenario, StorageArg};
 use crate::cli::firehose_cmds::EventPrinter;
 use crate::cli::output::{self, Output};
-use crate::cli::{recording, sahara_cmds, signals, sim_cmd};
+use crate::cli::package_cmds::{self, NoBackupStore};
+use crate::cli::{recording, sahara_cmds, signals};
+use crate::device::classify::Mode;
+use crate::device::identity::DeviceId;
+use crate::device::monitor::{Monitor, Update};
+use crate::device::{DeviceSnapshot, DeviceSource};
 use crate::engine::firehose::{FirehoseOptions, FirehoseSession, PowerMode, Read};
-use crate::engine::flash::{self, FlashJob, FlashPlan, FlashStep};
+use crate::engine::flash::{self, FlashJob, FlashStep};
+use crate::engine::prepare::{prepare, CompatReport, PrepareRequest, Prepared};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
-use crate::sim::device::DeviceConfig;
-use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
-use crate::sim::firehose::storage::StorageProfile;
-use crate::sim::inproc::InProcessModem;
-use crate::sim::package_gen::{self, PackageOptions};
-use crate::sim::profile::Profile;
-use crate::transport::pipe::PipeEnd;
-use crate::transport::record::RecordingTransport;
-use crate::transport::{pipe, Framing};
+use crate::sim::profile;
+use crate::sim::world::{DemoWorld, Scenario, Timing, WorldOptions};
+use crate::transport::Transport;
+use crate::tui::msg::BenchAction;
 use crate::{Error, ErrorKind};
 
-fn heading(out: &Output, n: usize, total: usize, title: &str, why: &str) {
-    recording::mark(&format!("demo step {n}/{total}: {title}"));
-    out.line("");
-    out.line(format!("── Step {n}/{total}: {title}"));
-    out.line(format!("   {why}"));
+/// The world scenario of `--scenario`.
+pub fn scenario(args: &DemoArgs) -> Scenario {
+    match args.scenario {
+        DemoScenario::Unbrick => Scenario::Unbrick,
+        DemoScenario::Update => Scenario::Update,
+        DemoScenario::Crash => Scenario::Crash,
+        DemoScenario::WrongVariant => Scenario::WrongVariant,
+        DemoScenario::Factory => Scenario::Factory,
+    }
+}
+
+/// The world options of the command line: `--fast` drops the 4 MB/s flash limit and makes
+/// reboots ten times quicker (the boot loop keeps its real 14 s / 10 s).
+pub fn world_options(args: &DemoArgs) -> WorldOptions {
+    WorldOptions {
+        profile: args.profile.clone(),
+        storage: Some(match args.storage {
+            StorageArg::Nand => profile::Storage::Nand,
+            StorageArg::Emmc => profile::Storage::Emmc,
+            StorageArg::Ufs => profile::Storage::Ufs,
+        }),
+        throttle: if args.fast { None } else { Some(4_000_000) },
+        timing: if args.fast {
+            Timing::quick()
+        } else {
+            Timing::real()
+        },
+        ..WorldOptions::default()
+    }
+}
+
+/// The demo world of the command line (for the console and for [`run`]).
+pub fn start_world(args: &DemoArgs) -> crate::Result<DemoWorld> {
+    DemoWorld::start(scenario(args), world_options(args))
+}
+
+/// Step headings.
+struct Steps {
+    out: Output,
+    n: usize,
+    total: usize,
+}
+
+impl Steps {
+    fn next(&mut self, title: &str, why: &str) {
+        self.n += 1;
+        recording::mark(&format!("demo step {}/{}: {title}", self.n, self.total));
+        self.out.json_line(
+            &json!({"event": "demo_step", "step": self.n, "of": self.total, "title": title}),
+        );
+        self.out.line("");
+        self.out
+            .line(format!("── Step {}/{}: {title}", self.n, self.total));
+        self.out.line(format!("   {why}"));
+    }
 }
 
 fn pause(args: &DemoArgs) {
@@ -38,141 +96,384 @@ fn pause(args: &DemoArgs) {
     }
 }
 
-pub fn run(args: &DemoArgs, out: &Output) -> crate::Result<()> {
-    match args.scenario {
-        DemoScenario::Unbrick => unbrick(args, out),
-        DemoScenario::Crash => crash(args, out),
+/// The world's bus as the console sees it: events through the monitor, one line each.
+struct Watch {
+    src: Box<dyn DeviceSource>,
+    monitor: Monitor,
+    started: Instant,
+    out: Output,
+}
+
+fn mode_words(mode: &Mode) -> String {
+    match mode {
+        Mode::Edl => "download mode (EDL, Sahara)".into(),
+        Mode::CrashDump => "crash-dump mode (Sahara memory debug)".into(),
+        Mode::QuectelNormal { model } => format!("normal mode ({model})"),
+        other => other.tag().into(),
     }
 }
 
-fn start_modem(
-    args: &DemoArgs,
-    unit: &Profile,
-    storage: &StorageProfile,
-) -> (RecordingTransport<PipeEnd>, InProcessModem) {
-    let (host, dev) = pipe::pair_named(Framing::Stream, "emulated modem (in-process)", "device");
-    let programmer = Programmer::new(
-        storage,
-        ProgrammerOptions {
-            // Real Quectel NAND writes at about 4 MB/s (PROTOCOLS.md §10).
-            throughput_limit: if args.fast { None } else { Some(4_000_000) },
-            ..ProgrammerOptions::default()
-        },
-    );
-    let modem = InProcessModem::start(dev, DeviceConfig::new(unit.clone()), programmer);
-    (recording::wrap(host), modem)
+fn tty(d: &DeviceSnapshot) -> Option<String> {
+    d.interfaces.iter().find_map(|i| i.tty.clone())
 }
 
-fn unbrick(args: &DemoArgs, out: &Output) -> crate::Result<()> {
-    let total = 6;
-    let unit = sim_cmd::unit_profile(&args.profile, crate::cli::args::SimMode::Edl, 1)?;
-    let storage = sim_cmd::storage_profile(&unit, Some(args.storage), None)?;
+impl Watch {
+    fn new(world: &DemoWorld, out: Output) -> Watch {
+        Watch {
+            src: recording::wrap_source(WorldSource(world.source())),
+            monitor: Monitor::default(),
+            started: Instant::now(),
+            out,
+        }
+    }
+
+    /// The next update that `want` accepts, printing every update on the way; `None` when
+    /// nothing was accepted within `within`.
+    fn wait(
+        &mut self,
+        within: Duration,
+        want: &mut dyn FnMut(&Update) -> bool,
+    ) -> crate::Result<Option<Update>> {
+        let end = Instant::now() + within;
+        loop {
+            if signals::interrupted() {
+                return Err(Error::new(
+                    ErrorKind::Interrupted,
+                    "The demo was stopped",
+                    "Ctrl-C",
+                    "Run `qrescue demo` again",
+                ));
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let Some(e) = self.src.next_event(left.min(Duration::from_millis(200)))? else {
+                continue;
+            };
+            let u = self.monitor.observe(&e);
+            self.print(&u);
+            if want(&u) {
+                return Ok(Some(u));
+            }
+        }
+    }
+
+    fn print(&self, u: &Update) {
+        self.out.json_line(&json!({"event": "device", "update": u}));
+        let t = self.started.elapsed().as_secs_f64();
+        let (Some(d), Some(c)) = (&u.device, &u.class) else {
+            return;
+        };
+        let line = match u.event {
+            "vanish" => format!("{} left the bus", d.id()),
+            _ => format!(
+                "{} appeared in {}{}",
+                d.id(),
+                mode_words(&c.mode),
+                tty(d)
+                    .map(|p| format!(" on {p}"))
+                    .unwrap_or_else(|| " (no port served: enumeration only)".into())
+            ),
+        };
+        self.out.line(format!("   [{t:6.1} s] {line}"));
+    }
+}
+
+/// The world's source under a name that says what it is.
+struct WorldSource(Box<dyn DeviceSource>);
+
+impl DeviceSource for WorldSource {
+    fn next_event(
+        &mut self,
+        timeout: Duration,
+    ) -> crate::Result<Option<crate::device::DeviceEvent>> {
+        self.0.next_event(timeout)
+    }
+    fn describe(&self) -> String {
+        "the demo's emulated USB bus".into()
+    }
+    fn finished(&self) -> bool {
+        self.0.finished()
+    }
+}
+
+fn appeared_in(u: &Update, mode: &str) -> bool {
+    u.event == "appear" && u.class.as_ref().is_some_and(|c| c.mode.tag() == mode)
+}
+
+fn gone(what: &str, within: Duration) -> Error {
+    Error::failure(
+        format!(
+            "The emulated modem did not {what} within {:.0} s",
+            within.as_secs_f64()
+        ),
+        "the demo's modem runs in this process and should have",
+        "Run the demo again; if it repeats, report it with `--log-file`",
+    )
+}
+
+pub fn run(args: &DemoArgs, out: &Output) -> crate::Result<()> {
+    let world = start_world(args)?;
+    let unit = world.unit().clone();
+    out.json_line(&json!({
+        "event": "demo", "scenario": world.scenario().name(), "profile": unit.name,
+        "serial": format!("0x{:08x}", unit.identity.serial), "storage": world.storage_name(),
+        "package": world.package(), "package_revision": world.package_revision(),
+        "modem_revision": world.modem_revision(),
+    }));
     out.line(format!(
-        "qrescue demo — rescuing an emulated {} ({}) that is stuck in emergency download mode.",
-        unit.name, unit.description
+        "qrescue demo ({}) — {}",
+        world.scenario().name(),
+        world.about()
     ));
     out.line("Everything below is the real qrescue engine; only the modem is emulated.");
-    let (mut link, modem) = start_modem(args, &unit, &storage);
+    let mut watch = Watch::new(&world, *out);
+    match world.scenario() {
+        Scenario::Crash => crash(args, &world, &mut watch, out),
+        _ => rescue(args, &world, &mut watch, out),
+    }
+}
 
-    heading(
-        out,
-        1,
-        total,
+/// Find the modem, check the package, (pins), identify, flash, read back, restart, verdict.
+fn rescue(
+    args: &DemoArgs,
+    world: &DemoWorld,
+    watch: &mut Watch,
+    out: &Output,
+) -> crate::Result<()> {
+    let update = world.scenario() == Scenario::Update;
+    let timing = world.timing();
+    let mut steps = Steps {
+        out: *out,
+        n: 0,
+        total: if update { 7 } else { 6 },
+    };
+    let wait_first = timing.boot_loop.period + timing.normal_boot + Duration::from_secs(10);
+
+    steps.next(
+        "Find the modem",
+        if update {
+            "qrescue watches USB and recognises each modem by its IDs and interfaces."
+        } else {
+            "qrescue watches USB. A modem in a boot loop is only there for a few seconds at a time, so everything below must fit in one window."
+        },
+    );
+    let want = if update { "normal" } else { "edl" };
+    let found = watch
+        .wait(wait_first, &mut |u| appeared_in(u, want))?
+        .ok_or_else(|| gone("appear", wait_first))?;
+    let id = found.id;
+    if !update {
+        out.line(format!(
+            "   It stays {:.0} s, then the watchdog cuts it off and it comes back {:.0} s after it appeared: a boot loop in download mode (its boot chain is broken).",
+            timing.boot_loop.window.as_secs_f64(),
+            timing.boot_loop.period.as_secs_f64()
+        ));
+    } else {
+        out.line(format!(
+            "   It runs firmware {} (what AT+QGMR prints).",
+            world.modem_revision()
+        ));
+    }
+
+    steps.next(
+        "Check the firmware package",
+        "Before a byte is sent: the package's checksums, its plan, its revision against the modem's, and whether it would overwrite the modem's own calibration and IMEI.",
+    );
+    let serial = format!("{:08X}", world.unit().identity.serial);
+    let p = prepare(
+        &PrepareRequest {
+            package: world.package(),
+            modem_revision: Some(world.modem_revision().into()),
+            ..PrepareRequest::default()
+        },
+        &NoBackupStore,
+        Some(&serial),
+    )?;
+    let verdict = package_cmds::verdict(&p);
+    out.json_line(&json!({"event": "package", "package": &p, "verdict": &verdict}));
+    print_check(&p, out);
+    if let Some(e) = verdict.to_error() {
+        out.line("   Refused: nothing was sent to the modem.");
+        for r in &verdict.reasons {
+            out.line(format!("   - {}", r.what));
+        }
+        recording::mark("demo: package refused before anything was sent");
+        return Err(e);
+    }
+    let plan = p.plan.as_ref().expect("a flashable package has a plan");
+    p.reverify()?;
+    let programmer = p.programmer_image()?;
+
+    let mut edl = found;
+    if update {
+        steps.next(
+            "Get it into download mode",
+            "qrescue cannot switch a modem to download mode over its DIAG port yet, so the demo does what a person does at the bench: hold USB_BOOT to 1.8 V and power-cycle the modem.",
+        );
+        pause(args);
+        world.bench(BenchAction::BridgePinsAndPowerCycle);
+        let within = timing.edl_boot + Duration::from_secs(20);
+        edl = watch
+            .wait(within, &mut |u| appeared_in(u, "edl"))?
+            .ok_or_else(|| gone("come back in download mode", within))?;
+        world.bench(BenchAction::ReleasePins);
+        out.line("   9008 is there: the pins are released (the boot ROM waits in 9008 until it is reset).");
+    }
+
+    // Identify, flash and read back inside the window; a window that closes first is waited
+    // out and tried again, as a person would.
+    let mut attempt = 0;
+    let (mismatches, programs) = loop {
+        attempt += 1;
+        let port = edl
+            .device
+            .as_ref()
+            .and_then(tty)
+            .ok_or_else(|| gone("name its port", Duration::ZERO))?;
+        match flash_in_window(&mut steps, &port, plan, &programmer, out) {
+            Ok(r) => break r,
+            Err(e) if e.kind == ErrorKind::DeviceLost && attempt < 3 && !update => {
+                out.line(format!(
+                    "   The window closed before the flash finished ({}). qrescue waits for the next window and starts again.",
+                    e.what
+                ));
+                steps.n = 2;
+                let within = timing.boot_loop.period * 2 + Duration::from_secs(10);
+                let next = watch
+                    .wait(within, &mut |u| u.event == "appear" && u.id == id)?
+                    .ok_or_else(|| gone("come back", within))?;
+                if !appeared_in(&next, "edl") {
+                    return Err(Error::failure(
+                        "The modem came back, but not in download mode",
+                        "the cut-off flash left its boot chain written and its modem image half-written, so it now crashes at boot",
+                        "Bridge the test pins and power-cycle it to get it into 9008, then flash again (`qrescue demo --scenario crash` shows that case)",
+                    ));
+                }
+                edl = next;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+
+    steps.next(
+        "Restart the modem and wait for it",
+        "\"Written\" is not \"working\": only a modem that boots its new firmware and comes back as the same unit counts as rescued.",
+    );
+    let within = world.verify_timeout();
+    let back = watch.wait(within, &mut |u| {
+        u.event == "appear" && (u.id == id || u.id == edl.id)
+    })?;
+    let verified = back
+        .as_ref()
+        .is_some_and(|u| appeared_in(u, "normal") && u.id == id);
+    out.json_line(&json!({
+        "event": "verdict", "verified": verified, "read_back_mismatches": mismatches,
+        "back_as": back.as_ref().and_then(|u| u.device.as_ref().map(|d| d.id())),
+    }));
+    if verified {
+        let u = back.expect("verified");
+        let d = u.device.as_ref().expect("an appearance has a device");
+        out.line(format!(
+            "   Flashed and verified: came back as {} in {} — the same unit ({}). {programs} partitions read back identical before the reset; its calibration and IMEI partitions were not touched.",
+            d.id(),
+            u.class.as_ref().map(|c| mode_words(&c.mode)).unwrap_or_default(),
+            u.matched.why
+        ));
+        out.line("   (The normal-mode ports are not emulated yet, so the IMEI and signal checks a real modem gets after a flash are not run here.)");
+        return Ok(());
+    }
+    let what = match &back {
+        Some(u) => format!(
+            "it came back as {} in {}",
+            u.device.as_ref().map(|d| d.id()).unwrap_or_default(),
+            u.class
+                .as_ref()
+                .map(|c| mode_words(&c.mode))
+                .unwrap_or_default()
+        ),
+        None => format!(
+            "it did not come back in normal mode within {:.0} s",
+            within.as_secs_f64()
+        ),
+    };
+    out.line(format!("   Flashed, NOT verified: {what}."));
+    Err(Error::failure(
+        format!("Flashed, NOT verified: {what}"),
+        "a modem that does not come back in normal mode is not rescued, whatever the flash reported",
+        "Watch it with `qrescue watch`; if it loops in 9008 again, flash again in one window",
+    ))
+}
+
+/// Identify, flash (no reset), read every partition back, reset. Returns the read-back
+/// mismatches and the number of partitions compared.
+fn flash_in_window(
+    steps: &mut Steps,
+    port: &str,
+    plan: &flash::FlashPlan,
+    programmer: &[u8],
+    out: &Output,
+) -> crate::Result<(usize, usize)> {
+    let out = *out;
+    steps.next(
         "Identify the modem",
         "Before touching anything, read who it is: the boot ROM answers over Sahara with its serial, chip and signing key.",
     );
-    let mut sahara = SaharaSession::new(&mut link, SaharaConfig::default());
+    let link = recording::wrap(crate::cli::port::open_serial(Path::new(port))?);
+    let mut sahara = SaharaSession::new(link, SaharaConfig::default());
     let info = sahara.read_info()?;
+    out.json_line(&json!({"event": "identified", "info": &info}));
     for l in sahara_cmds::describe_info(&info) {
         out.line(format!("   {l}"));
     }
-    pause(args);
 
-    heading(
-        out,
-        2,
-        total,
-        "Check the firmware package",
-        "A package built for this exact model and flash; qrescue validates the whole plan before sending a byte.",
-    );
-    let dir = tempfile::tempdir().map_err(|e| {
-        Error::failure(
-            "Cannot create a temporary folder for the demo package",
-            "the demo writes a small fake firmware package",
-            "Check that /tmp is writable",
-        )
-        .with_source(e)
-    })?;
-    let summary = package_gen::emit(
-        &dir.path().join("package"),
-        &unit,
-        &storage,
-        PackageOptions {
-            image_bytes: 8 << 20,
-            seed: 1,
-        },
-    )?;
-    let plan = FlashPlan::from_xml(
-        &summary.rawprogram[0],
-        summary.patch.first().map(|p| p.as_path()),
-        None,
-    )?;
-    let programs: Vec<&FlashStep> = plan
-        .steps
-        .iter()
-        .filter(|s| matches!(s, FlashStep::Program { .. }))
-        .collect();
-    out.line(format!(
-        "   Package for {} on {}: {} steps, {} partitions to program, {} to write.",
-        unit.name,
-        summary.storage,
-        plan.steps.len(),
-        programs.len(),
-        output::bytes(plan.total_bytes())
-    ));
-    out.line("   Left alone: the partitions that hold this unit's own calibration, IMEI and NV data (EFS) — an update package never writes them.");
-    pause(args);
-
-    heading(
-        out,
-        3,
-        total,
+    steps.next(
         "Upload the programmer and flash",
-        "The programmer from the package goes to the boot ROM over Sahara; then Firehose writes each partition (erase first, the bootloader last).",
+        "The programmer from the package goes to the boot ROM over Sahara; then Firehose writes each partition, erasing it first.",
     );
-    let programmer = std::fs::read(&summary.programmer).map_err(|e| {
-        Error::failure(
-            "Cannot read the demo programmer",
-            "it was just written",
-            "Run the demo again",
-        )
-        .with_source(e)
-    })?;
     let job = FlashJob {
-        programmer: Some(programmer),
+        programmer: Some(programmer.to_vec()),
         reset: None,
         ..FlashJob::default()
     };
-    let mut printer = EventPrinter::new(*out);
+    let mut printer = EventPrinter::new(out);
     // The identify step's session kept the HELLO the boot ROM re-sent after command mode; its
     // transport hands that back, so the upload starts at once.
     let mut link = sahara.into_transport();
     flash::run(
         &mut link,
-        &plan,
+        plan,
         &job,
         &mut |e| printer.event(&e),
         signals::flag(),
     )?;
 
-    heading(
-        out,
-        4,
-        total,
+    steps.next(
         "Verify by reading back",
-        "\"Written\" is not \"working\": every partition is read back from the modem and compared with the package.",
+        "Every partition is read back from the modem and compared with the package before it restarts.",
     );
+    let (mismatches, programs) = read_back(&mut link, plan, &out)?;
+    if mismatches > 0 {
+        return Err(Error::new(
+            ErrorKind::VerifyMismatch,
+            format!("{mismatches} partitions read back differently from the package"),
+            "the modem would not boot reliably from this flash",
+            "Run the flash again; if it repeats, the flash memory is failing",
+        ));
+    }
     let mut fh = FirehoseSession::new(&mut link, Vec::new(), FirehoseOptions::default());
+    fh.power(PowerMode::Reset, 1)?;
+    out.line("   Reset sent.");
+    Ok((mismatches, programs))
+}
+
+fn read_back<T: Transport>(
+    link: &mut T,
+    plan: &flash::FlashPlan,
+    out: &Output,
+) -> crate::Result<(usize, usize)> {
+    let mut fh = FirehoseSession::new(link, Vec::new(), FirehoseOptions::default());
     fh.configure(plan.storage)?;
     // The bytes to compare are the ones the flash streamed: host-side patches (the MIBIB's
     // size) computed from the geometry the modem reports, as the flash engine did.
@@ -184,14 +485,12 @@ fn unbrick(args: &DemoArgs, out: &Output) -> crate::Result<()> {
     }
     let ready = plan.for_device(&geo)?;
     let mut mismatches = 0;
-    for step in ready
-        .steps
-        .iter()
-        .filter(|s| matches!(s, FlashStep::Program { .. }))
-    {
+    let mut programs = 0;
+    for step in &ready.steps {
         let FlashStep::Program { name, cmd, source } = step else {
             continue;
         };
+        programs += 1;
         let mut read = Read::new(
             cmd.sector_size,
             cmd.num_sectors,
@@ -205,7 +504,7 @@ fn unbrick(args: &DemoArgs, out: &Output) -> crate::Result<()> {
         let mut image = ready.source_bytes(source, 1 << 30).map_err(|e| {
             Error::failure(
                 "Cannot read a package image",
-                format!("it was just written ({})", e.what),
+                format!("it was just checked ({})", e.what),
                 "Run the demo again",
             )
         })?;
@@ -214,6 +513,9 @@ fn unbrick(args: &DemoArgs, out: &Output) -> crate::Result<()> {
         if !ok {
             mismatches += 1;
         }
+        out.json_line(
+            &json!({"event": "read_back", "partition": name, "bytes": source.len(), "matches": ok}),
+        );
         out.line(format!(
             "   {:<14} {:>10}  {}",
             name,
@@ -225,72 +527,108 @@ fn unbrick(args: &DemoArgs, out: &Output) -> crate::Result<()> {
             }
         ));
     }
-    if mismatches > 0 {
-        return Err(Error::new(
-            ErrorKind::VerifyMismatch,
-            format!("{mismatches} partitions read back differently from the package"),
-            "the modem would not boot reliably from this flash",
-            "Run the flash again; if it repeats, the flash memory is failing",
-        ));
-    }
-
-    heading(
-        out,
-        5,
-        total,
-        "Restart the modem",
-        "Tell the programmer to reset; a real modem now boots its new firmware.",
-    );
-    fh.power(PowerMode::Reset, 1)?;
-    drop(fh);
-    out.line("   Reset sent; the emulated modem went back to its boot ROM.");
-    pause(args);
-
-    heading(
-        out,
-        6,
-        total,
-        "Verdict",
-        "Only a modem that boots and keeps its identity counts as rescued.",
-    );
-    out.line(format!(
-        "   Flashed and verified by read-back ({} partitions). On a real modem qrescue next waits for normal mode and checks the IMEI and calibration are unchanged (`qrescue update`, coming next).",
-        programs.len()
-    ));
-    let started = Instant::now();
-    drop(link);
-    let _ = modem.finish();
-    tracing::debug!("emulated modem stopped in {:?}", started.elapsed());
-    out.line("");
-    out.line("Try it from two terminals: `qrescue sim --pty` and then `qrescue info --port <pty>`; see README.md.");
-    Ok(())
+    Ok((mismatches, programs))
 }
 
-fn crash(args: &DemoArgs, out: &Output) -> crate::Result<()> {
-    let unit = sim_cmd::unit_profile(&args.profile, crate::cli::args::SimMode::Crash, 1)?;
-    let storage = sim_cmd::storage_profile(&unit, Some(args.storage), None)?;
-    out.line(format!(
-        "qrescue demo — an emulated {} crashed and shows up as 05c6:900e (crash-dump mode).",
-        unit.name
-    ));
-    let (mut link, modem) = start_modem(args, &unit, &storage);
-    heading(
-        out,
-        1,
-        2,
-        "Save the RAM dump",
-        "The crash left its memory readable over Sahara; the dump is what a developer needs to find the cause.",
+/// The package check in a few lines.
+fn print_check(p: &Prepared, out: &Output) {
+    if let Some(r) = &p.revision {
+        out.line(format!("   Package     {} ({})", r.text, r.source));
+    }
+    if let Some(s) = &p.summary {
+        out.line(format!(
+            "   Plan        {} steps on {}, {} to write",
+            s.steps.len(),
+            s.storage.memory_name(),
+            output::bytes(s.total_bytes)
+        ));
+    }
+    match &p.compat {
+        CompatReport::Allowed { modem, note, .. } => {
+            out.line(format!("   Revision    allowed for {modem}: {note}"))
+        }
+        CompatReport::Refused {
+            modem, title, why, ..
+        } => out.line(format!(
+            "   Revision    REFUSED for {modem}: {title} — {why}"
+        )),
+        CompatReport::NotChecked { reason, .. } => {
+            out.line(format!("   Revision    not checked: {reason}"))
+        }
+    }
+    if let Some(g) = &p.guard {
+        if g.allowed {
+            let kept = g.untouched();
+            if !kept.is_empty() {
+                out.line(format!(
+                    "   Left alone  {} (the modem's own calibration, IMEI and unit data: an update never writes them)",
+                    kept.join(", ")
+                ));
+            }
+        } else {
+            for t in &g.touched {
+                out.line(format!(
+                    "   BLOCKED     step {} writes {} — {}{}",
+                    t.step,
+                    t.partition,
+                    t.holds,
+                    if t.covered {
+                        ""
+                    } else {
+                        "; no verified backup of it exists"
+                    }
+                ));
+            }
+        }
+    }
+}
+
+/// A crashed modem: find it, save its RAM dump, see it crash again.
+fn crash(args: &DemoArgs, world: &DemoWorld, watch: &mut Watch, out: &Output) -> crate::Result<()> {
+    let timing = world.timing();
+    let mut steps = Steps {
+        out: *out,
+        n: 0,
+        total: 3,
+    };
+    steps.next(
+        "Find the modem",
+        "05c6:900e is a modem that crashed: its boot ROM holds the RAM contents for a host to read over Sahara (memory debug), instead of booting.",
     );
-    let dir = tempfile::tempdir().map_err(|e| {
-        Error::failure(
-            "Cannot create a temporary folder",
-            "the dump goes there",
-            "Check /tmp",
-        )
-        .with_source(e)
-    })?;
-    let mut s = SaharaSession::new(&mut link, SaharaConfig::default());
-    let report = s.ramdump(dir.path(), &mut |_| {})?;
+    let within = Duration::from_secs(20);
+    let found = watch
+        .wait(within, &mut |u| appeared_in(u, "crashdump"))?
+        .ok_or_else(|| gone("appear", within))?;
+    let port = found
+        .device
+        .as_ref()
+        .and_then(tty)
+        .ok_or_else(|| gone("name its port", Duration::ZERO))?;
+
+    steps.next(
+        "Save the RAM dump",
+        "The crash left its memory readable; the dump is what a developer needs to find the cause.",
+    );
+    let temp;
+    let dir = match &args.out {
+        Some(d) => d.as_path(),
+        None => {
+            temp = tempfile::tempdir().map_err(|e| {
+                Error::failure(
+                    "Cannot create a temporary folder",
+                    "the dump goes there",
+                    "Give a folder with --out",
+                )
+                .with_source(e)
+            })?;
+            temp.path()
+        }
+    };
+    let link = recording::wrap(crate::cli::port::open_serial(Path::new(&port))?);
+    let mut s = SaharaSession::new(link, SaharaConfig::default());
+    let report = s.ramdump(dir, &mut |_| {})?;
+    drop(s);
+    out.json_line(&json!({"event": "ramdump", "report": &report, "kept": args.out.is_some()}));
     for r in &report.regions {
         out.line(format!(
             "   {:<12} {:>10}  sha256 {}",
@@ -300,20 +638,31 @@ fn crash(args: &DemoArgs, out: &Output) -> crate::Result<()> {
         ));
     }
     out.line(format!(
-        "   {} saved with a manifest in {:.1} s.",
+        "   {} saved with a manifest in {:.1} s{}.",
         output::bytes(report.bytes_written),
-        report.elapsed_ms as f64 / 1000.0
+        report.elapsed_ms as f64 / 1000.0,
+        match &args.out {
+            Some(d) => format!(" to {}", d.display()),
+            None => " (to a temporary folder; keep it with --out DIR)".into(),
+        }
     ));
-    heading(
-        out,
-        2,
-        2,
-        "Next",
-        "After the dump the modem resets; to reflash it, bring it to 9008 (download mode) and run the unbrick flow.",
+    pause(args);
+
+    steps.next(
+        "What it does next",
+        "After the dump qrescue resets it. A crash that comes from damaged firmware happens again at every boot.",
     );
-    drop(s);
-    drop(link);
-    let _ = modem.finish();
-    let _ = args;
+    let id: Option<DeviceId> = found.id;
+    let within = timing.crash_boot + Duration::from_secs(20);
+    let again = watch
+        .wait(within, &mut |u| u.event == "appear" && u.id == id)?
+        .ok_or_else(|| gone("come back", within))?;
+    let check = world.boot_check();
+    out.json_line(&json!({"event": "crash_again", "mode": again.class.as_ref().map(|c| c.mode.tag()), "damaged": check.firmware_bad}));
+    out.line(format!(
+        "   It crashed again: its {} image is damaged (the demo's modem checks its images at boot, like a signed boot chain).",
+        check.firmware_bad.join(", ")
+    ));
+    out.line("   To reflash it, it has to be in download mode: bridge its test pins (USB_BOOT to 1.8 V) and power-cycle it, then flash an update package — `qrescue demo --scenario update` shows the pin rescue.");
     Ok(())
 }

@@ -68,8 +68,9 @@ fn request(
     }
 }
 
-/// The verdict, with the note that no backup can be on file yet where a backup would help.
-fn verdict(p: &Prepared) -> Verdict {
+/// The verdict, with the note that no backup can be on file yet where a backup would help (also
+/// used by `qrescue demo`).
+pub(crate) fn verdict(p: &Prepared) -> Verdict {
     let mut v = p.verdict();
     for r in &mut v.reasons {
         let backup_helps = r.stage == Stage::Guard

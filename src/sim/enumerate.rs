@@ -148,23 +148,33 @@ pub struct Schedule {
 /// How many retired pty numbers stay taken.
 const KEEP_NUMBERS: usize = 2;
 
-struct Appearance {
-    index: u64,
-    pty: PtyDevice,
-    path: PathBuf,
-    location: String,
+pub(crate) struct Appearance {
+    pub(crate) index: u64,
+    pub(crate) pty: PtyDevice,
+    pub(crate) path: PathBuf,
+    pub(crate) location: String,
 }
 
-struct Bus<'a> {
-    hub: &'a UsbHub,
-    profile: &'a super::profile::Profile,
+pub(crate) struct Bus<'a> {
+    pub(crate) hub: &'a UsbHub,
+    /// The unit as it enumerates next (EDL or crash-dump personality, USB ids).
+    pub(crate) profile: &'a super::profile::Profile,
     next_address: u8,
     kept: VecDeque<OwnedFd>,
 }
 
-impl Bus<'_> {
+impl<'a> Bus<'a> {
+    pub(crate) fn new(hub: &'a UsbHub, profile: &'a super::profile::Profile) -> Self {
+        Bus {
+            hub,
+            profile,
+            next_address: 2,
+            kept: VecDeque::new(),
+        }
+    }
+
     /// Device numbers count up at every enumeration on a real bus (1 is the root hub).
-    fn next_address(&mut self) -> u8 {
+    pub(crate) fn next_address(&mut self) -> u8 {
         let address = self.next_address;
         self.next_address = if address >= 127 { 2 } else { address + 1 };
         address
@@ -193,7 +203,7 @@ impl Bus<'_> {
         !stop.load(Ordering::SeqCst)
     }
 
-    fn appear(
+    pub(crate) fn appear(
         &mut self,
         index: u64,
         notify: &mut dyn FnMut(UsbNotice),
@@ -217,7 +227,7 @@ impl Bus<'_> {
         })
     }
 
-    fn vanish(&mut self, a: Appearance, notify: &mut dyn FnMut(UsbNotice)) {
+    pub(crate) fn vanish(&mut self, a: Appearance, notify: &mut dyn FnMut(UsbNotice)) {
         match a.pty.keep_number() {
             Ok(fd) => {
                 self.kept.push_back(fd);
@@ -282,7 +292,7 @@ fn serve(
     })
 }
 
-fn sleep_until(t: Instant, stop: &AtomicBool) {
+pub(crate) fn sleep_until(t: Instant, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         let left = t.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -321,12 +331,7 @@ pub fn run_on_usb(
         super::profile::Personality::Edl => 0x9008,
         super::profile::Personality::CrashDump => 0x900e,
     };
-    let mut bus = Bus {
-        hub,
-        profile: &profile,
-        next_address: 2,
-        kept: VecDeque::new(),
-    };
+    let mut bus = Bus::new(hub, &profile);
     if let Some(stay) = schedule.normal_first {
         if !bus.normal_mode(stay, stop, notify) {
             return Ok(RunOutcome::Stopped);

@@ -17,6 +17,7 @@ pub mod package_gen;
 pub mod profile;
 pub mod stoplink;
 pub mod usb_ids;
+pub mod world;
 
 use crate::transport::Transport;
 

@@ -1,0 +1,344 @@
+//! The demo unit's life on the emulated bus: a controller thread that powers the unit on, lets
+//! it boot into whatever its flash allows ([`super::firmware`]), serves its boot ROM and
+//! programmer while it is in 9008/900e, and reacts to what happens — a programmer reset, the
+//! boot loop's watchdog, a person bridging the test pins and power-cycling it.
+//!
+//! Each appearance in the boot ROM is a fresh pty with a fresh HELLO (as in
+//! [`crate::sim::enumerate`], whose bus it uses); the storage behind the programmer persists.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::sim::device::{self, DeviceConfig, RunOutcome};
+use crate::sim::enumerate::Bus;
+use crate::sim::firehose::programmer::Programmer;
+use crate::sim::hub::UsbHub;
+use crate::sim::profile::{Personality, Profile, UnitIdentity};
+use crate::sim::stoplink::StopLink;
+use crate::sim::usb_ids;
+use crate::sim::{AfterUpload, ProgrammerExit};
+use crate::transport::pty::PtyDevice;
+use crate::transport::Transport;
+
+use super::firmware::Firmware;
+use super::{Timing, UnitState};
+
+/// Flags the world and the bench share with the controller.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub stop: AtomicBool,
+    /// USB_BOOT is held to 1.8 V: the next boot goes to the boot ROM and stays there.
+    pub pins: AtomicBool,
+    /// A power cycle was asked for (consumed by the controller).
+    pub cycle: AtomicBool,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The programmer, shared with the world (which reads the storage between sessions). A reset
+/// is reported to the runner as a power-off so the run ends and the controller decides what
+/// the unit boots into; the real exit is kept.
+struct Session<'a> {
+    programmer: &'a Mutex<Programmer>,
+    exit: Option<ProgrammerExit>,
+}
+
+impl AfterUpload for Session<'_> {
+    fn serve(&mut self, link: &mut dyn Transport, unit: &UnitIdentity) -> ProgrammerExit {
+        let exit = lock(self.programmer).serve(link, unit);
+        self.exit = Some(exit);
+        match exit {
+            ProgrammerExit::Reset | ProgrammerExit::ResetToEdl => ProgrammerExit::PowerOff,
+            e => e,
+        }
+    }
+}
+
+/// Why an appearance ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Stop,
+    Cycle,
+    WindowClosed,
+    /// The unit's own run ended, with the programmer's exit if one ran.
+    Ran(RunOutcome, Option<ProgrammerExit>),
+}
+
+/// What the unit boots into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Boot {
+    Edl { looping: bool },
+    CrashDump,
+    Normal,
+}
+
+pub(crate) struct Controller {
+    pub hub: UsbHub,
+    pub edl: Profile,
+    pub crash: Profile,
+    pub cfg: DeviceConfig,
+    pub programmer: Arc<Mutex<Programmer>>,
+    pub firmware: Arc<Firmware>,
+    pub shared: Arc<Shared>,
+    pub state: Arc<Mutex<UnitState>>,
+    pub timing: Timing,
+}
+
+impl Controller {
+    fn set(&self, s: UnitState) {
+        *lock(&self.state) = s;
+    }
+
+    /// What the unit boots into now, and why (for the log).
+    fn predict(&self, forced_edl: bool) -> (Boot, String) {
+        if forced_edl || self.shared.pins.load(Ordering::SeqCst) {
+            return (
+                Boot::Edl { looping: false },
+                "boot pins held (or reset to EDL): its boot ROM waits in 9008".into(),
+            );
+        }
+        let check = self.firmware.check(lock(&self.programmer).storage());
+        if !check.chain_ok() {
+            (
+                Boot::Edl { looping: true },
+                format!(
+                    "no valid image in its boot chain ({}): the boot ROM stays in 9008 and the watchdog power-cycles it every {:.1} s",
+                    check.chain_bad.join(", "),
+                    self.timing.boot_loop.period.as_secs_f64()
+                ),
+            )
+        } else if !check.firmware_ok() {
+            (
+                Boot::CrashDump,
+                format!(
+                    "it boots, but {} holds no valid image: it crashes into 900e (crash dump)",
+                    check.firmware_bad.join(", ")
+                ),
+            )
+        } else {
+            (
+                Boot::Normal,
+                "every image checks out: it boots into normal mode".into(),
+            )
+        }
+    }
+
+    fn decide(&self, forced_edl: bool) -> Boot {
+        let (boot, why) = self.predict(forced_edl);
+        tracing::info!(target: "qrescue::demo", "emulated modem: {why}");
+        boot
+    }
+
+    /// How long the unit takes from a reset or power-on to enumerating in `boot`.
+    fn boot_time(&self, boot: Boot) -> Duration {
+        match boot {
+            Boot::Edl { .. } => self.timing.edl_boot,
+            Boot::CrashDump => self.timing.crash_boot,
+            Boot::Normal => self.timing.normal_boot,
+        }
+    }
+
+    /// Off the bus until `gap` passed; a power cycle meanwhile starts the gap again. False when
+    /// stopped.
+    fn off_for(&self, gap: Duration) -> bool {
+        let mut until = Instant::now() + gap;
+        loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            if self.shared.cycle.swap(false, Ordering::SeqCst) {
+                until = Instant::now() + self.timing.edl_boot;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+    }
+
+    /// Powered off: wait for a power cycle. False when stopped.
+    fn powered_off(&self) -> bool {
+        loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            if self.shared.cycle.swap(false, Ordering::SeqCst) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Serve one boot-ROM appearance until the run ends, the world stops, the bench
+    /// power-cycles the unit, or `deadline` (the loop's window) passes.
+    fn serve(&mut self, pty: &mut PtyDevice, deadline: Option<Instant>) -> End {
+        let unit_stop = AtomicBool::new(false);
+        // 0 running, 1 stop, 2 power cycle, 3 window closed.
+        let why = AtomicU8::new(0);
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let shared = self.shared.clone();
+        let programmer = self.programmer.clone();
+        let cfg = &mut self.cfg;
+        let (outcome, exit) = std::thread::scope(|s| {
+            let (us, w) = (&unit_stop, &why);
+            s.spawn(move || loop {
+                let reason = if shared.stop.load(Ordering::SeqCst) {
+                    1
+                } else if shared.cycle.load(Ordering::SeqCst) {
+                    2
+                } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                    3
+                } else {
+                    0
+                };
+                if reason != 0 {
+                    w.store(reason, Ordering::SeqCst);
+                    us.store(true, Ordering::SeqCst);
+                    return;
+                }
+                match done_rx.recv_timeout(Duration::from_millis(20)) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            });
+            let mut session = Session {
+                programmer: &programmer,
+                exit: None,
+            };
+            let outcome = {
+                let mut link = StopLink::new(pty, &unit_stop);
+                device::run(&mut link, cfg, &mut session, &unit_stop)
+            };
+            drop(done_tx);
+            (outcome, session.exit)
+        });
+        match why.load(Ordering::SeqCst) {
+            1 => End::Stop,
+            2 => {
+                self.shared.cycle.store(false, Ordering::SeqCst);
+                End::Cycle
+            }
+            3 => End::WindowClosed,
+            _ => End::Ran(outcome, exit),
+        }
+    }
+
+    /// Stay in normal mode until stopped or power-cycled. False when stopped.
+    fn normal(&self, bus: &mut Bus<'_>) -> bool {
+        let Some(snapshot) = usb_ids::normal_mode_snapshot(&self.edl, bus.next_address()) else {
+            // Checked when the world starts; never here.
+            return self.powered_off();
+        };
+        let location = snapshot.location();
+        {
+            // Held across the event, so whoever saw it reads the new state.
+            let mut state = lock(&self.state);
+            self.hub.appear(snapshot);
+            *state = UnitState::Normal;
+        }
+        let powered = self.powered_off();
+        {
+            let mut state = lock(&self.state);
+            self.hub.vanish(&location);
+            *state = UnitState::Off;
+        }
+        if powered {
+            tracing::info!(target: "qrescue::demo", "emulated modem: power-cycled");
+        }
+        powered
+    }
+
+    /// The unit's life, until the world stops.
+    pub fn run(mut self) {
+        let hub = self.hub.clone();
+        let edl = self.edl.clone();
+        let crash = self.crash.clone();
+        let mut bus = Bus::new(&hub, &edl);
+        let mut gap = Duration::ZERO;
+        let mut forced_edl = false;
+        let mut index = 0u64;
+        loop {
+            if !self.off_for(gap) {
+                return;
+            }
+            let boot = self.decide(forced_edl);
+            forced_edl = false;
+            let (profile, personality) = match boot {
+                Boot::Normal => {
+                    if !self.normal(&mut bus) {
+                        return;
+                    }
+                    gap = self.timing.edl_boot;
+                    continue;
+                }
+                Boot::Edl { .. } => (&edl, Personality::Edl),
+                Boot::CrashDump => (&crash, Personality::CrashDump),
+            };
+            bus.profile = profile;
+            self.cfg.personality = personality;
+            let looping = matches!(boot, Boot::Edl { looping: true });
+            let mut a = {
+                // Held across the event, so whoever saw it reads the new state.
+                let mut state = lock(&self.state);
+                match bus.appear(index, &mut |_| {}) {
+                    Ok(a) => {
+                        let pty = a.path.clone();
+                        *state = match boot {
+                            Boot::CrashDump => UnitState::CrashDump { pty },
+                            _ => UnitState::Edl { looping, pty },
+                        };
+                        a
+                    }
+                    Err(e) => {
+                        tracing::error!(target: "qrescue::demo", error = %e, "the emulated modem cannot create a pty; it stays off the bus");
+                        *state = UnitState::Off;
+                        return;
+                    }
+                }
+            };
+            index += 1;
+            let appeared = Instant::now();
+            let deadline = looping.then(|| appeared + self.timing.boot_loop.window);
+            let end = self.serve(&mut a.pty, deadline);
+            {
+                let mut state = lock(&self.state);
+                bus.vanish(a, &mut |_| {});
+                *state = if end == End::Ran(RunOutcome::PoweredOff, Some(ProgrammerExit::PowerOff))
+                {
+                    UnitState::PoweredOff
+                } else {
+                    UnitState::Off
+                };
+            }
+            tracing::info!(target: "qrescue::demo", ?end, "emulated modem left the bus");
+            gap = match end {
+                End::Stop => return,
+                End::Cycle => self.timing.edl_boot,
+                // The watchdog power-cycles it: the next window comes one period after this one.
+                End::WindowClosed => (appeared + self.timing.boot_loop.period)
+                    .saturating_duration_since(Instant::now()),
+                End::Ran(_, Some(ProgrammerExit::ResetToEdl)) => {
+                    forced_edl = true;
+                    self.timing.edl_boot
+                }
+                End::Ran(RunOutcome::PoweredOff, Some(ProgrammerExit::PowerOff)) => {
+                    if !self.powered_off() {
+                        return;
+                    }
+                    self.set(UnitState::Off);
+                    self.timing.edl_boot
+                }
+                // A reset (programmer or Sahara), or a run that ended otherwise: it reboots.
+                End::Ran(_, _) => {
+                    let (next, _) = self.predict(false);
+                    self.boot_time(next)
+                }
+            };
+        }
+    }
+}
