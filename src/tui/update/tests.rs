@@ -1330,3 +1330,194 @@ fn crash_dump_while_armed_is_explained_and_the_catch_stays() {
         Some(Mode::CrashDump)
     );
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One step of a random session.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Appear(u8, u8),
+        Vanish(u8, u8),
+        Key(char),
+        Special(u8),
+        Tick(u16),
+        Checked(bool, bool),
+        Engine(u8, u8, u32),
+        Ended(bool),
+        Identified(u8),
+        Hangup,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Weighted towards the rescue's path (modems, Enter, f/y, engine events), with quits
+        // and hangups rare so that sessions get far.
+        prop_oneof![
+            4 => (0u8..3, 0u8..3).prop_map(|(p, m)| Op::Appear(p, m)),
+            2 => (0u8..3, 0u8..3).prop_map(|(p, m)| Op::Vanish(p, m)),
+            6 => prop::sample::select(vec!['y', 'f', 'p', 'y', 'f', 'n', 'o', 'c', 'j', 'k', 'b', 'r'])
+                .prop_map(Op::Key),
+            1 => Just(Op::Key('q')),
+            4 => (0u8..8).prop_map(Op::Special),
+            3 => any::<u16>().prop_map(Op::Tick),
+            3 => (prop::bool::weighted(0.8), prop::bool::weighted(0.7))
+                .prop_map(|(a, b)| Op::Checked(a, b)),
+            6 => (0u8..8, 0u8..6, any::<u32>()).prop_map(|(k, i, n)| Op::Engine(k, i, n)),
+            1 => any::<bool>().prop_map(Op::Ended),
+            1 => (0u8..4).prop_map(Op::Identified),
+            1 => Just(Op::Hangup),
+        ]
+    }
+
+    fn snapshot(port: u8, mode: u8) -> DeviceSnapshot {
+        let port = 3 + port;
+        match mode {
+            0 => edl(port),
+            1 => normal(port),
+            _ => crash(port),
+        }
+    }
+
+    fn engine_event(kind: u8, index: u8, n: u32) -> EngineEvent {
+        let index = usize::from(index);
+        let n = u64::from(n);
+        match kind {
+            0 => plan_event(),
+            1 => EngineEvent::StepStarted {
+                index,
+                kind: StepKind::Program,
+                name: "x".into(),
+                bytes: n,
+            },
+            2 => EngineEvent::Progress {
+                index,
+                done: n,
+                total: n / 2,
+                bytes_per_s: f64::NAN,
+                eta_s: None,
+                overall: n as f64,
+            },
+            3 => EngineEvent::StepFinished {
+                index,
+                bytes: n,
+                elapsed_ms: n,
+                bytes_per_s: 1.0,
+            },
+            4 => EngineEvent::StepFailed {
+                index,
+                what: "w".into(),
+                why: "y".into(),
+                next: "n".into(),
+            },
+            5 => EngineEvent::Log {
+                message: n.to_string(),
+            },
+            _ => EngineEvent::Done {
+                ok: n % 2 == 0,
+                bytes: n,
+                elapsed_ms: n,
+            },
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any session: no panic, Quit at most once, nothing flashed without `y` on the plan
+        /// confirmation and a flashable review, no bench action outside the demo, and a tick
+        /// never repaints a screen with nothing time-dependent on it.
+        #[test]
+        fn any_session_keeps_the_safety_rules(ops in prop::collection::vec(op(), 1..120)) {
+            let mut m = model();
+            let mut t = 0u64;
+            let mut quits = 0;
+            let mut confirmed = false;
+            for op in ops {
+                t += 50;
+                let confirm_key = m.overlay == Overlay::ConfirmFlash && matches!(op, Op::Key('y'));
+                let flashable = m.flow.review.as_ref().is_some_and(|r| r.verdict.flashable);
+                let job = m.flash.as_ref().map(|f| f.job).unwrap_or(JobId(1));
+                let msg = match op {
+                    Op::Appear(p, k) => appear(t, &snapshot(p, k)),
+                    Op::Vanish(p, k) => vanish(t, &snapshot(p, k)),
+                    Op::Key(c) => ch(c),
+                    Op::Special(k) => key(match k {
+                        0..=2 => KeyCode::Enter,
+                        3 => KeyCode::Esc,
+                        4 => KeyCode::Tab,
+                        5 => KeyCode::Backspace,
+                        6 => KeyCode::Up,
+                        _ => KeyCode::F(1),
+                    }),
+                    Op::Tick(d) => {
+                        t += u64::from(d) * 10;
+                        tick(t)
+                    }
+                    Op::Checked(ok, flash) => {
+                        let compat = if flash { not_checked() } else { refused(Some(PHRASE)) };
+                        if ok {
+                            checked(review(flash, compat), t)
+                        } else {
+                            Msg::Checked {
+                                result: Err(no_problem()),
+                                t_ms: t,
+                            }
+                        }
+                    }
+                    Op::Engine(k, i, n) => engine(job, t, engine_event(k, i, n)),
+                    Op::Ended(ok) => Msg::JobEnded {
+                        job,
+                        result: if ok { Ok(()) } else { Err(no_problem()) },
+                        t_ms: t,
+                    },
+                    Op::Identified(d) => Msg::Identified {
+                        device: DeviceId(u32::from(d)),
+                        result: Ok(DeviceInfo::default()),
+                        t_ms: t,
+                    },
+                    Op::Hangup => Msg::Hangup,
+                };
+                let is_tick = matches!(msg, Msg::Tick { .. });
+                let idle = !m.animating();
+                m.dirty = false;
+                let fx = update(&mut m, msg);
+                if is_tick && idle && fx.is_empty() {
+                    prop_assert!(!m.dirty, "an idle tick repainted");
+                }
+                if confirm_key && flashable {
+                    confirmed = true;
+                }
+                for e in &fx {
+                    match e {
+                        Effect::Quit { .. } => quits += 1,
+                        Effect::StartFlash { plan, .. } => {
+                            prop_assert!(confirmed, "a flash without confirmation");
+                            prop_assert_eq!(*plan, 7);
+                        }
+                        Effect::Bench(_) => prop_assert!(false, "bench outside the demo"),
+                        _ => {}
+                    }
+                }
+                if let Some(f) = &m.flash {
+                    prop_assert!((0.0..=1.0).contains(&f.overall));
+                    prop_assert!(f.device_log.len() <= DEVICE_LOG_LIMIT);
+                }
+                // Disarming, a refusal or a finished flow needs a fresh confirmation.
+                if !matches!(m.flow.stage, Stage::Armed { .. } | Stage::Flashing { .. }) {
+                    confirmed = false;
+                }
+            }
+            prop_assert!(quits <= 1);
+        }
+    }
+
+    fn no_problem() -> Problem {
+        Problem {
+            what: "w".into(),
+            why: "y".into(),
+            next: "n".into(),
+        }
+    }
+}
