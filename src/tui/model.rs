@@ -191,6 +191,14 @@ pub struct Flow {
     pub seen_ms: Option<u64>,
     /// When the programmer upload finished during the current flash.
     pub uploaded_ms: Option<u64>,
+    /// The modem was absent when the flow started: read its identity (Sahara) the next time it
+    /// appears in EDL, unless a flash is armed for that moment (the flash reads it then).
+    pub identify_pending: bool,
+    /// The person asked for the pin screen before confirming: after the confirmation the flow
+    /// goes to the pin screen.
+    pub pins_requested: bool,
+    /// The person asked to stop the running flash (its end is reported as cancelled).
+    pub cancel_requested: bool,
 }
 
 impl Default for Flow {
@@ -202,6 +210,9 @@ impl Default for Flow {
             problem: None,
             seen_ms: None,
             uploaded_ms: None,
+            identify_pending: false,
+            pins_requested: false,
+            cancel_requested: false,
         }
     }
 }
@@ -211,7 +222,7 @@ impl Default for Flow {
 pub enum Overlay {
     None,
     Help,
-    /// The plan summary with "press F to flash".
+    /// The plan summary; `y` flashes (or arms the catch), Esc or `n` goes back.
     ConfirmFlash,
     /// Typed confirmation of a compatibility override: the text typed so far.
     OverrideInput {
@@ -219,6 +230,8 @@ pub enum Overlay {
     },
     /// Quit asked during a destructive phase: explains what happens to the modem.
     ConfirmQuit,
+    /// Stop (`c`) asked while the flash runs: the same explanation, but the console stays.
+    ConfirmCancel,
 }
 
 /// Which pane has the keyboard (for scrolling the log).
@@ -248,13 +261,19 @@ pub struct Model {
     pub flash: Option<FlashView>,
     pub overlay: Overlay,
     pub focus: Focus,
-    /// Lines scrolled back in the log pane (0 = follow the end).
+    /// Lines scrolled back in the log pane (0 = follow the end). May exceed the lines there
+    /// are (Home sets it to the maximum): views clamp it to the log's length.
     pub log_scroll: u16,
     /// The terminal is gone (SIGHUP): keep running, draw nothing, quit when the job ends.
     pub headless: bool,
     /// Something changed since the last draw.
     pub dirty: bool,
     pub next_job: u32,
+    /// A one-line hint about the last key or event that could not do what it usually does
+    /// ("Finish or disarm the rescue of #1 first"); cleared by the next key.
+    pub notice: Option<String>,
+    /// `Effect::Quit` has been emitted (it is emitted once).
+    pub quit_sent: bool,
 }
 
 impl Model {
@@ -276,6 +295,8 @@ impl Model {
             headless: false,
             dirty: true,
             next_job: 1,
+            notice: None,
+            quit_sent: false,
         }
     }
 
@@ -309,5 +330,431 @@ impl Model {
             .into_iter()
             .find(|d| d.id == id && d.present)
             .map(|d| (d.device, d.class))
+    }
+}
+
+/// Tick period while the pin screen is up or a flash runs: the screen must feel live.
+pub const TICK_FAST_MS: u64 = 100;
+/// Tick period of the armed catch's countdown to a predicted window.
+pub const TICK_COUNTDOWN_MS: u64 = 250;
+/// Tick period of slow waits: the package check, verification, a boot loop's next window.
+pub const TICK_SLOW_MS: u64 = 500;
+/// A flash starts inside an open boot-loop window only when at least this much of it is left;
+/// otherwise the catch waits for the next window (the upload must not be cut off).
+pub const MIN_WINDOW_LEFT_MS: u64 = 3_000;
+
+/// Where the pin-bridging screen is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinPhase {
+    /// Watching for 9008 while the person bridges USB_BOOT and powers the modem on.
+    Waiting,
+    /// 9008 appeared and the upload started: the person lets go of the wire now.
+    SeenReleaseNow,
+    /// The programmer is running: the wire is no longer needed.
+    Uploaded,
+}
+
+/// A key that does something now, for the footer and the workflow pane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyHint {
+    pub key: &'static str,
+    pub action: &'static str,
+}
+
+/// What the workflow pane says about the current step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowText {
+    /// The step in a few words: "Waiting for the next window".
+    pub title: String,
+    /// What to do now, or what happens next by itself.
+    pub next: String,
+    /// Why, in a sentence or two.
+    pub why: String,
+    /// The keys that do something now.
+    pub keys: Vec<KeyHint>,
+}
+
+/// `4.2 s`
+fn secs(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+/// `2 min`, `90 s`.
+pub(crate) fn duration_words(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 60 && s % 60 == 0 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{s} s")
+    }
+}
+
+const fn hint(key: &'static str, action: &'static str) -> KeyHint {
+    KeyHint { key, action }
+}
+
+impl Model {
+    /// The flow's device as the monitor sees it now.
+    pub fn flow_view(&self) -> Option<DeviceView> {
+        let id = self.flow.device?;
+        self.monitor
+            .devices(self.now_ms)
+            .into_iter()
+            .find(|d| d.id == id)
+    }
+
+    /// The job of the running flash.
+    pub fn running_job(&self) -> Option<JobId> {
+        match self.flow.stage {
+            Stage::Flashing { job, .. } => Some(job),
+            _ => None,
+        }
+    }
+
+    /// The pin screen's phase while it is up (`None` otherwise).
+    pub fn pin_phase(&self) -> Option<PinPhase> {
+        match self.flow.stage {
+            Stage::Armed { pins: true, .. } => Some(PinPhase::Waiting),
+            Stage::Flashing { pins: true, .. } => Some(if self.flow.uploaded_ms.is_some() {
+                PinPhase::Uploaded
+            } else {
+                PinPhase::SeenReleaseNow
+            }),
+            _ => None,
+        }
+    }
+
+    /// Some listed device is in a boot loop: its next-window countdown is on screen.
+    fn loop_countdown_shown(&self) -> bool {
+        self.devices().iter().any(|d| d.loop_status.is_looping())
+    }
+
+    /// How often the runtime should send `Msg::Tick`; `None` when nothing on screen depends on
+    /// the time (the runtime then runs no timer: no idle repaint over SSH).
+    pub fn tick_interval_ms(&self) -> Option<u64> {
+        match self.flow.stage {
+            Stage::Armed { pins: true, .. } | Stage::Flashing { .. } => Some(TICK_FAST_MS),
+            Stage::Armed { pins: false, .. } => Some(TICK_COUNTDOWN_MS),
+            Stage::Checking | Stage::Verifying { .. } => Some(TICK_SLOW_MS),
+            _ if self.loop_countdown_shown() => Some(TICK_SLOW_MS),
+            _ => None,
+        }
+    }
+
+    /// Something on screen changes with the time alone.
+    pub fn animating(&self) -> bool {
+        self.tick_interval_ms().is_some()
+    }
+
+    /// The keys that do something now (overlays first: they take every key).
+    pub fn key_hints(&self) -> Vec<KeyHint> {
+        match &self.overlay {
+            Overlay::Help => return vec![hint("any key", "close help")],
+            Overlay::ConfirmFlash => return vec![hint("y", "flash"), hint("Esc/n", "back")],
+            Overlay::OverrideInput { .. } => {
+                return vec![hint("Enter", "check with this text"), hint("Esc", "back")]
+            }
+            Overlay::ConfirmQuit => {
+                return vec![
+                    hint("y", "stop the flash and quit"),
+                    hint("Esc/n", "keep going"),
+                ]
+            }
+            Overlay::ConfirmCancel => {
+                return vec![hint("y", "stop the flash"), hint("Esc/n", "keep going")]
+            }
+            Overlay::None => {}
+        }
+        let mut keys = Vec::new();
+        let demo = self.config.demo.is_some();
+        match &self.flow.stage {
+            Stage::Idle | Stage::Finished(_) => {
+                if self.selected.is_some() {
+                    keys.push(hint("Enter", "check the package for this modem"));
+                }
+            }
+            Stage::Checking => {}
+            Stage::Refused => {
+                if self.override_phrase().is_some() {
+                    keys.push(hint("o", "type the override"));
+                }
+                keys.push(hint("Enter", "check again"));
+            }
+            Stage::Ready => {
+                keys.push(hint("f", "review the plan and flash"));
+                keys.push(hint("p", "bridge the pins (pin screen)"));
+            }
+            Stage::Armed { pins, .. } => {
+                if !pins {
+                    keys.push(hint("p", "pin screen"));
+                }
+                keys.push(hint("Esc", "disarm"));
+                if demo {
+                    keys.push(hint("b", "bench: bridge USB_BOOT and power-cycle"));
+                    keys.push(hint("r", "bench: release the wire"));
+                }
+            }
+            Stage::Flashing { pins, .. } => {
+                keys.push(hint("c", "stop the flash"));
+                if demo && *pins {
+                    keys.push(hint("r", "bench: release the wire"));
+                }
+            }
+            Stage::Verifying { .. } => {}
+        }
+        if self.devices().len() > 1 {
+            keys.push(hint("↑/↓", "choose a modem"));
+        }
+        keys.push(hint("Tab", "devices/log"));
+        keys.push(hint("?", "help"));
+        keys.push(hint("q", "quit"));
+        keys
+    }
+
+    /// The phrase that overrides the current compatibility refusal, when one may.
+    pub fn override_phrase(&self) -> Option<&str> {
+        match &self.flow.review.as_ref()?.compat {
+            crate::engine::prepare::CompatReport::Refused {
+                override_phrase: Some(p),
+                ..
+            } => Some(p.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The current step for the workflow pane: title, what to do next, why.
+    pub fn workflow_text(&self) -> WorkflowText {
+        let (title, next, why) = self.workflow_words();
+        let next = match &self.notice {
+            Some(n) => format!("{n} — {next}"),
+            None => next,
+        };
+        WorkflowText {
+            title,
+            next,
+            why,
+            keys: self.key_hints(),
+        }
+    }
+
+    fn workflow_words(&self) -> (String, String, String) {
+        let flow = &self.flow;
+        let view = self.flow_view();
+        let name = |v: &Option<DeviceView>| {
+            v.as_ref()
+                .map(|d| format!("{} {}", d.id, d.class.label))
+                .unwrap_or_else(|| "the modem".into())
+        };
+        let problem = flow.problem.as_ref();
+        match &flow.stage {
+            Stage::Idle => {
+                if let Some(p) = problem {
+                    return (p.what.clone(), p.next.clone(), p.why.clone());
+                }
+                let Some(sel) = self.selected_view() else {
+                    return (
+                        "Waiting for a modem".into(),
+                        "Plug the modem in or power it on; it shows up in the device list.".into(),
+                        format!(
+                            "qrescue watches {} live and recognises EDL (9008), crash dump (900e) \
+                             and normal mode.",
+                            self.config.source
+                        ),
+                    );
+                };
+                let title = format!("{} {}", sel.id, sel.class.label);
+                if let Some(r) = sel
+                    .loop_status
+                    .report()
+                    .filter(|_| sel.loop_status.is_looping())
+                {
+                    return (
+                        format!("{title}: boot loop, {}", r.summary()),
+                        "Press Enter: the package is checked now and the flash starts in the \
+                         next window."
+                            .into(),
+                        r.triage.headline().to_string(),
+                    );
+                }
+                let (next, why) = match sel.class.mode {
+                    crate::device::classify::Mode::Edl => (
+                        "Press Enter to check the firmware package for it.",
+                        "The boot ROM waits for a programmer: this is the mode a rescue flashes in.",
+                    ),
+                    crate::device::classify::Mode::CrashDump => (
+                        "Take a RAM dump with `qrescue ramdump` if you want one, then power-cycle \
+                         it; if it comes back as 9008, press Enter.",
+                        "In crash-dump mode (900e) the modem offers its RAM, not a download.",
+                    ),
+                    _ => (
+                        "Press Enter to check the package; to flash, the modem must be in EDL \
+                         (9008): the pin screen (p) helps after the check.",
+                        "Firmware is written through the boot ROM's emergency download mode.",
+                    ),
+                };
+                (title, next.into(), why.into())
+            }
+            Stage::Checking => {
+                let mut next = "Wait: the package's integrity, plan, compatibility and guards are \
+                                being checked."
+                    .to_string();
+                if flow.identify_pending {
+                    next.push_str(" The modem is identified the next time it appears in EDL.");
+                }
+                (
+                    format!("Checking the package for {}", name(&view)),
+                    next,
+                    "Nothing is written before the plan is checked and confirmed.".into(),
+                )
+            }
+            Stage::Refused => {
+                let summary = flow
+                    .review
+                    .as_ref()
+                    .map(|r| r.verdict.summary.clone())
+                    .unwrap_or_else(|| "the package was refused".into());
+                let (next, why) = match problem {
+                    Some(p) => (p.next.clone(), p.why.clone()),
+                    None => (String::new(), String::new()),
+                };
+                (format!("Refused: {summary}"), next, why)
+            }
+            Stage::Ready => {
+                let rev = flow
+                    .review
+                    .as_ref()
+                    .and_then(|r| r.package_revision.clone())
+                    .unwrap_or_else(|| "the package".into());
+                let next = match problem {
+                    Some(p) => format!("Press f to review the plan. {}", p.next),
+                    None => "Press f to review the plan and flash.".into(),
+                };
+                (
+                    format!("Ready to flash {rev} to {}", name(&view)),
+                    next,
+                    "The package passed its checks; the flash needs your confirmation.".into(),
+                )
+            }
+            Stage::Armed { since_ms, pins } => self.armed_words(view.as_ref(), *since_ms, *pins),
+            Stage::Flashing { pins, .. } => {
+                let step = self
+                    .flash
+                    .as_ref()
+                    .and_then(|f| f.active().map(|r| r.name.clone()))
+                    .unwrap_or_else(|| "starting".into());
+                let title = match self.pin_phase() {
+                    Some(PinPhase::SeenReleaseNow) => "9008 SEEN — RELEASE NOW".to_string(),
+                    Some(PinPhase::Uploaded) => format!("PROGRAMMER UPLOADED — flashing: {step}"),
+                    _ => format!("Flashing: {step}"),
+                };
+                let next = if *pins && flow.uploaded_ms.is_none() {
+                    "Let go of the USB_BOOT wire now; keep the power and cable as they are."
+                } else {
+                    "Do not unplug or power off the modem; c stops at the next safe point."
+                };
+                (
+                    title,
+                    next.into(),
+                    "An interrupted flash leaves the modem half-written (it can still be flashed \
+                     again in EDL)."
+                        .into(),
+                )
+            }
+            Stage::Verifying { since_ms } => {
+                let waited = self.now_ms.saturating_sub(*since_ms);
+                (
+                    "Verifying: waiting for the modem to boot".into(),
+                    format!(
+                        "Waiting for it to come back in normal mode: {} of {}.",
+                        duration_words(waited),
+                        duration_words(self.config.verify_timeout_ms)
+                    ),
+                    "A flash counts only when the modem boots the new firmware.".into(),
+                )
+            }
+            Stage::Finished(outcome) => match outcome {
+                Outcome::Verified { detail } => (
+                    "Flashed and verified".into(),
+                    format!("Done: it {detail}."),
+                    "The modem booted the new firmware.".into(),
+                ),
+                Outcome::NotVerified { what_failed, next } => (
+                    "Flashed, NOT verified".into(),
+                    next.clone(),
+                    format!("After the flash {what_failed}."),
+                ),
+                Outcome::Failed { problem } => (
+                    format!("Flash failed: {}", problem.what),
+                    problem.next.clone(),
+                    problem.why.clone(),
+                ),
+                Outcome::Cancelled { detail } => (
+                    "Flash stopped".into(),
+                    "Press Enter to check and flash again.".into(),
+                    detail.clone(),
+                ),
+            },
+        }
+    }
+
+    fn armed_words(
+        &self,
+        view: Option<&DeviceView>,
+        since_ms: u64,
+        pins: bool,
+    ) -> (String, String, String) {
+        if pins {
+            return (
+                "Bridge the pins: WAITING for 9008".into(),
+                "Hold USB_BOOT to 1.8 V (VDD_EXT), then power the modem on; release the moment \
+                 9008 is seen."
+                    .into(),
+                "With USB_BOOT held at power-on the boot ROM stays in emergency download mode; \
+                 the upload starts the moment it appears."
+                    .into(),
+            );
+        }
+        let waited = duration_words(self.now_ms.saturating_sub(since_ms));
+        let looping = view.and_then(|v| match &v.loop_status {
+            LoopStatus::Looping(r) => Some(r),
+            _ => None,
+        });
+        match looping {
+            Some(r) => {
+                let until = r.ms_until_next(self.now_ms);
+                let next = if view.is_some_and(|v| v.present) {
+                    let left = r
+                        .open_window_closes_ms
+                        .map(|c| c.saturating_sub(self.now_ms))
+                        .unwrap_or(0);
+                    format!(
+                        "The open window closes in {}, too short to start; the next is expected \
+                         in {}.",
+                        secs(left),
+                        secs(until)
+                    )
+                } else if until == 0 {
+                    "The next window is due now; the upload starts the moment it appears.".into()
+                } else {
+                    format!(
+                        "Expected in {}; the upload starts the moment it appears.",
+                        secs(until)
+                    )
+                };
+                (
+                    "Waiting for the next window".into(),
+                    next,
+                    format!(
+                        "The modem loops ({}): each window gives one attempt.",
+                        r.summary()
+                    ),
+                )
+            }
+            None => (
+                "Armed: waiting for the modem in EDL (9008)".into(),
+                format!("Waiting ({waited}); the upload starts the moment 9008 appears."),
+                "Waiting is safe: nothing is written until the modem is in download mode.".into(),
+            ),
+        }
     }
 }

@@ -1,0 +1,500 @@
+//! The guided flow: choosing a modem, the package check, confirming, the automatic catch of
+//! the next EDL window, and verification after the flash.
+
+use crate::device::bootloop::{LoopStatus, ModeClass};
+use crate::device::classify::Mode;
+use crate::device::identity::{DeviceId, MatchRule};
+use crate::device::monitor::{DeviceView, Update};
+use crate::device::{DeviceChange, DeviceEvent, DeviceSnapshot};
+use crate::tui::model::{
+    duration_words, FlashView, Flow, Identity, Model, Outcome, Overlay, Stage, MIN_WINDOW_LEFT_MS,
+};
+use crate::tui::msg::{Effect, JobId, PlanReview, Problem};
+
+use super::bell;
+
+/// The problem shown when no package was given.
+pub(super) fn no_package() -> Problem {
+    Problem {
+        what: "No firmware package chosen".into(),
+        why: "qrescue flashes only a package it has checked against this modem first.".into(),
+        next: "Start the console with --package PATH (folder or .zip)".into(),
+    }
+}
+
+/// The explanation for a modem in crash-dump mode.
+pub(super) fn crash_dump() -> Problem {
+    Problem {
+        what: "The modem crashed: it is in crash-dump mode (900e)".into(),
+        why: "In 900e the boot ROM offers the modem's RAM for a crash dump, not a download: it \
+              cannot be flashed in this mode."
+            .into(),
+        next: "A RAM dump can be taken with `qrescue ramdump` (useful for a bug report); then \
+               power-cycle the modem. If it comes back as 9008, continue here (press Enter)."
+            .into(),
+    }
+}
+
+/// The explanation for a modem that is not in EDL.
+fn not_in_edl(label: &str) -> Problem {
+    Problem {
+        what: format!("The modem is not in EDL (9008): it shows as {label}"),
+        why: "Firmware is written through the boot ROM's emergency download mode. Switching a \
+              modem to it from software (DIAG, AT) comes in a later qrescue version."
+            .into(),
+        next: "Switch it to EDL: bridge USB_BOOT (press p for the pin screen) and power-cycle it; \
+               the flash starts the moment 9008 appears."
+            .into(),
+    }
+}
+
+/// Would this device come to us in EDL by itself: it was last seen in EDL, or its boot loop
+/// passes through EDL?
+fn edl_path(v: &DeviceView) -> bool {
+    v.class.mode == Mode::Edl
+        || v.loop_status
+            .report()
+            .filter(|_| v.loop_status.is_looping())
+            .is_some_and(|r| r.mode_sequence.iter().any(|s| s.mode == ModeClass::Edl))
+}
+
+/// Enter on the selected device.
+pub(super) fn enter(model: &mut Model, fx: &mut Vec<Effect>) {
+    let Some(sel) = model.selected else {
+        model.notice = Some("No modem to choose yet".into());
+        return;
+    };
+    let same = model.flow.device == Some(sel);
+    match &model.flow.stage {
+        Stage::Checking
+        | Stage::Armed { .. }
+        | Stage::Flashing { .. }
+        | Stage::Verifying { .. } => {
+            let busy = model.flow.device.map(|d| d.to_string()).unwrap_or_default();
+            model.notice = Some(if same {
+                "Already working on this modem".to_string()
+            } else {
+                format!("Finish or disarm the rescue of {busy} first (Esc disarms a catch)")
+            });
+        }
+        Stage::Ready if same => model.overlay = Overlay::ConfirmFlash,
+        _ => start(model, sel, fx),
+    }
+}
+
+/// Start (or restart) the flow for `id`: check the package, identify the modem if it is in EDL.
+pub(super) fn start(model: &mut Model, id: DeviceId, fx: &mut Vec<Effect>) {
+    model.flow = Flow {
+        device: Some(id),
+        ..Flow::default()
+    };
+    model.flash = None;
+    model.overlay = Overlay::None;
+    model.selected = Some(id);
+    let view = model.flow_view();
+    if view
+        .as_ref()
+        .is_some_and(|v| v.class.mode == Mode::CrashDump)
+    {
+        model.flow.problem = Some(crash_dump());
+        return;
+    }
+    let Some(package) = model.config.package.clone() else {
+        model.flow.problem = Some(no_package());
+        return;
+    };
+    model.flow.stage = Stage::Checking;
+    fx.push(Effect::CheckPackage {
+        device: Some(id),
+        package,
+        modem_revision: model.config.modem_revision.clone(),
+        override_phrase: None,
+    });
+    match view {
+        Some(v) if v.present && v.class.mode == Mode::Edl => {
+            if !model.identities.contains_key(&id) {
+                fx.push(Effect::Identify {
+                    device: id,
+                    snapshot: v.device,
+                });
+            }
+        }
+        Some(v) if v.present => model.flow.problem = Some(not_in_edl(&v.class.label)),
+        Some(v) => {
+            model.flow.identify_pending = !model.identities.contains_key(&id);
+            if !edl_path(&v) {
+                model.flow.problem = Some(not_in_edl(&v.class.label));
+            }
+        }
+        None => model.flow.identify_pending = true,
+    }
+}
+
+/// A Sahara identity arrived.
+pub(super) fn on_identified(
+    model: &mut Model,
+    device: DeviceId,
+    result: Result<Identity, Problem>,
+) {
+    match result {
+        Ok(identity) => {
+            model.identities.insert(device, identity);
+            if model.flow.device == Some(device) {
+                model.flow.identify_pending = false;
+            }
+        }
+        Err(problem) => {
+            let ours = model.flow.device == Some(device);
+            if ours && matches!(model.flow.stage, Stage::Checking | Stage::Ready) {
+                model.flow.problem = Some(problem);
+            }
+        }
+    }
+}
+
+/// The problem a refused review shows.
+fn refusal(review: &PlanReview) -> Problem {
+    let mut p = match review.verdict.to_error() {
+        Some(e) => Problem::from(&e),
+        None => Problem {
+            what: review.verdict.summary.clone(),
+            why: "The checks did not allow this package for this modem.".into(),
+            next: "Choose a package made for this modem.".into(),
+        },
+    };
+    if let crate::engine::prepare::CompatReport::Refused {
+        override_phrase: Some(phrase),
+        ..
+    } = &review.compat
+    {
+        p.next = format!(
+            "{} If you have a verified backup and accept the risk, press o and type: {phrase}",
+            p.next.trim_end()
+        );
+    }
+    p
+}
+
+/// A package check finished.
+pub(super) fn on_checked(model: &mut Model, result: Result<Box<PlanReview>, Problem>) {
+    if model.flow.stage != Stage::Checking {
+        // Nobody waits for a check now (a duplicate or late answer).
+        return;
+    }
+    match result {
+        Ok(review) => {
+            if review.verdict.flashable {
+                model.flow.stage = Stage::Ready;
+            } else {
+                model.flow.problem = Some(refusal(&review));
+                model.flow.stage = Stage::Refused;
+            }
+            model.flow.review = Some(*review);
+        }
+        Err(problem) => {
+            model.flow.problem = Some(problem);
+            model.flow.stage = Stage::Idle;
+        }
+    }
+}
+
+/// The typed override was submitted.
+pub(super) fn submit_override(model: &mut Model, typed: &str, fx: &mut Vec<Effect>) {
+    let Some(phrase) = model.override_phrase().map(str::to_string) else {
+        model.overlay = Overlay::None;
+        return;
+    };
+    let (Some(package), Some(device)) = (model.config.package.clone(), model.flow.device) else {
+        model.overlay = Overlay::None;
+        return;
+    };
+    if typed.trim() != phrase {
+        model.flow.problem = Some(Problem {
+            what: "The override text did not match".into(),
+            why: "An override must be typed exactly, so that it cannot happen by accident.".into(),
+            next: format!("Type exactly: {phrase}"),
+        });
+        return;
+    }
+    model.overlay = Overlay::None;
+    model.flow.problem = None;
+    model.flow.stage = Stage::Checking;
+    fx.push(Effect::CheckPackage {
+        device: Some(device),
+        package,
+        modem_revision: model.config.modem_revision.clone(),
+        override_phrase: Some(phrase),
+    });
+}
+
+/// `y` in the plan confirmation: flash now when the modem is in EDL with time left in its
+/// window, otherwise arm the automatic catch (or the pin screen for a modem not in EDL).
+pub(super) fn confirm(model: &mut Model, fx: &mut Vec<Effect>) {
+    model.overlay = Overlay::None;
+    let flashable = model
+        .flow
+        .review
+        .as_ref()
+        .is_some_and(|r| r.verdict.flashable);
+    let Some(id) = model.flow.device.filter(|_| flashable) else {
+        return;
+    };
+    if model.flow.stage != Stage::Ready {
+        return;
+    }
+    let mut pins = std::mem::take(&mut model.flow.pins_requested);
+    let now = model.now_ms;
+    match model.flow_view() {
+        Some(v) if v.present && v.class.mode == Mode::Edl => {
+            let enough = match &v.loop_status {
+                LoopStatus::Looping(r) => r
+                    .open_window_closes_ms
+                    .is_none_or(|c| c.saturating_sub(now) >= MIN_WINDOW_LEFT_MS),
+                _ => true,
+            };
+            if enough {
+                start_flash(model, id, v.device, pins, fx);
+                return;
+            }
+        }
+        Some(v) if !edl_path(&v) => {
+            model.flow.problem = Some(not_in_edl(&v.class.label));
+            pins = true;
+        }
+        _ => {}
+    }
+    model.flow.seen_ms = None;
+    model.flow.stage = Stage::Armed {
+        since_ms: now,
+        pins,
+    };
+}
+
+/// `p`: the pin-bridging screen. At Ready it asks for the confirmation first (the catch flashes
+/// by itself the moment 9008 appears); while armed it switches the screen on.
+pub(super) fn pins(model: &mut Model) {
+    match model.flow.stage {
+        Stage::Ready => {
+            model.flow.pins_requested = true;
+            model.overlay = Overlay::ConfirmFlash;
+        }
+        Stage::Armed { since_ms, .. } => {
+            model.flow.stage = Stage::Armed {
+                since_ms,
+                pins: true,
+            }
+        }
+        _ => model.notice = Some("The pin screen comes after the package check (Enter)".into()),
+    }
+}
+
+/// Esc while armed: back to Ready, nothing happens on the next appearance.
+pub(super) fn disarm(model: &mut Model) {
+    model.flow.stage = Stage::Ready;
+    model.flow.seen_ms = None;
+    model.flow.pins_requested = false;
+}
+
+/// Hand the confirmed plan to the runtime for the device now present as `snapshot`.
+fn start_flash(
+    model: &mut Model,
+    id: DeviceId,
+    snapshot: DeviceSnapshot,
+    pins: bool,
+    fx: &mut Vec<Effect>,
+) {
+    let Some(plan) = model.flow.review.as_ref().map(|r| r.plan) else {
+        return;
+    };
+    let job = JobId(model.next_job);
+    model.next_job = model.next_job.saturating_add(1);
+    let now = model.now_ms;
+    model.flow.stage = Stage::Flashing { job, pins };
+    model.flow.seen_ms = Some(now);
+    model.flow.uploaded_ms = None;
+    model.flow.cancel_requested = false;
+    model.flow.identify_pending = false;
+    model.flash = Some(FlashView {
+        job,
+        device: id,
+        rows: Vec::new(),
+        total_bytes: 0,
+        overall: 0.0,
+        started_ms: now,
+        ended_ms: None,
+        ok: None,
+        device_log: Vec::new(),
+    });
+    fx.push(Effect::StartFlash {
+        job,
+        plan,
+        device: id,
+        snapshot,
+    });
+    if pins {
+        bell(model, fx);
+    }
+}
+
+/// End the flow with a verdict (the bell asks for the person's eyes).
+pub(super) fn finish(model: &mut Model, outcome: Outcome, fx: &mut Vec<Effect>) {
+    model.flow.stage = Stage::Finished(outcome);
+    bell(model, fx);
+}
+
+/// Was this device ever seen in EDL?
+fn seen_in_edl(model: &Model, id: DeviceId) -> bool {
+    model
+        .history
+        .get(&id)
+        .is_some_and(|h| h.iter().any(|b| b.appear && b.mode == Mode::Edl.tag()))
+}
+
+/// Present relevant devices, and those of them in `mode`.
+fn present_counts(model: &Model, mode: &Mode) -> (usize, usize) {
+    let views = model.devices();
+    let present: Vec<&DeviceView> = views.iter().filter(|v| v.present).collect();
+    let in_mode = present.iter().filter(|v| &v.class.mode == mode).count();
+    (present.len(), in_mode)
+}
+
+/// A device appeared or vanished: identify, catch, or verify.
+pub(super) fn on_device(
+    model: &mut Model,
+    event: &DeviceEvent,
+    upd: &Update,
+    fx: &mut Vec<Effect>,
+) {
+    let DeviceChange::Appear { device } = &event.change else {
+        return;
+    };
+    let (Some(id), Some(class)) = (upd.id, upd.class.as_ref()) else {
+        return;
+    };
+    let ours = model.flow.device == Some(id);
+    let new_id = upd.matched.rule == MatchRule::New;
+    match model.flow.stage.clone() {
+        Stage::Armed { pins, .. } => match &class.mode {
+            Mode::Edl => {
+                // A modem the person bridges from normal mode may come back under a new id when
+                // nothing linked the two appearances: take it only when it is the one EDL device.
+                // The armed modem must have left the bus (a bridged modem re-enumerates).
+                let adopt = !ours
+                    && new_id
+                    && model
+                        .flow
+                        .device
+                        .is_some_and(|d| !seen_in_edl(model, d) && model.present(d).is_none())
+                    && present_counts(model, &Mode::Edl).1 == 1;
+                if ours || adopt {
+                    if adopt {
+                        model.flow.device = Some(id);
+                        model.selected = Some(id);
+                    }
+                    start_flash(model, id, device.clone(), pins, fx);
+                }
+            }
+            Mode::CrashDump if ours => model.flow.problem = Some(crash_dump()),
+            Mode::QuectelNormal { .. } if ours && pins => {
+                model.notice = Some(
+                    "It came up in normal mode: USB_BOOT was not held at power-on. Keep the \
+                     bridge and power-cycle again"
+                        .into(),
+                );
+            }
+            _ => {}
+        },
+        Stage::Verifying { since_ms } => {
+            let adopt = !ours
+                && new_id
+                && matches!(class.mode, Mode::QuectelNormal { .. })
+                && present_counts(model, &class.mode) == (1, 1);
+            if !(ours || adopt) {
+                return;
+            }
+            let after = duration_words(event.t_ms.saturating_sub(since_ms));
+            let outcome = match &class.mode {
+                Mode::QuectelNormal { model: m } => {
+                    let how = if adopt {
+                        " (the only modem that came back; its identity could not be linked)"
+                    } else {
+                        ""
+                    };
+                    Outcome::Verified {
+                        detail: format!(
+                            "came back in normal mode as {} {m} {after} after the reset{how}",
+                            device.id()
+                        ),
+                    }
+                }
+                Mode::Edl => Outcome::NotVerified {
+                    what_failed: "it came back in EDL (9008): the new firmware does not boot"
+                        .into(),
+                    next: "Check that the package is made for this modem (model, variant), then \
+                           flash again (press Enter): in 9008 it can still be flashed."
+                        .into(),
+                },
+                Mode::CrashDump => Outcome::NotVerified {
+                    what_failed: "it came back in crash-dump mode (900e): the new firmware crashes"
+                        .into(),
+                    next: "Take a RAM dump with `qrescue ramdump` for a bug report, power-cycle \
+                           it, and flash a package made for this modem."
+                        .into(),
+                },
+                _ => Outcome::NotVerified {
+                    what_failed: format!("it came back as {}, not in normal mode", class.label),
+                    next: "Power-cycle the modem and watch it with `qrescue watch`; if it shows \
+                           9008, it can be flashed again."
+                        .into(),
+                },
+            };
+            if adopt {
+                model.flow.device = Some(id);
+            }
+            finish(model, outcome, fx);
+        }
+        Stage::Checking | Stage::Ready | Stage::Refused
+            if ours && model.flow.identify_pending && class.mode == Mode::Edl =>
+        {
+            model.flow.identify_pending = false;
+            fx.push(Effect::Identify {
+                device: id,
+                snapshot: device.clone(),
+            });
+        }
+        _ => {}
+    }
+}
+
+/// Time passed: the verification deadline, and an armed catch on a modem that stopped looping
+/// and stays in EDL.
+pub(super) fn on_tick(model: &mut Model, fx: &mut Vec<Effect>) {
+    match model.flow.stage {
+        Stage::Verifying { since_ms } => {
+            let limit = model.config.verify_timeout_ms;
+            if model.now_ms.saturating_sub(since_ms) >= limit {
+                let outcome = Outcome::NotVerified {
+                    what_failed: format!(
+                        "it did not come back in normal mode within {}",
+                        duration_words(limit)
+                    ),
+                    next: "Check the power and the USB cable, power-cycle the modem and watch it \
+                           with `qrescue watch`; if it shows 9008, it can be flashed again."
+                        .into(),
+                };
+                finish(model, outcome, fx);
+                model.dirty = true;
+            }
+        }
+        Stage::Armed { pins, .. } => {
+            let Some(v) = model.flow_view() else {
+                return;
+            };
+            if v.present && v.class.mode == Mode::Edl && !v.loop_status.is_looping() {
+                start_flash(model, v.id, v.device, pins, fx);
+                model.dirty = true;
+            }
+        }
+        _ => {}
+    }
+}
