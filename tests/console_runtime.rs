@@ -22,9 +22,9 @@ use qrescue::sim::package_gen::{self, PackageOptions};
 use qrescue::sim::profile::Profile;
 use qrescue::transport::open::OpenOptions;
 use qrescue::tui::exec::{Clock, ExecOptions, Executor};
-use qrescue::tui::model::{Config, Model};
+use qrescue::tui::model::{Config, Model, Outcome};
 use qrescue::tui::msg::{Effect, JobId, Msg};
-use qrescue::tui::runtime::{drive, EndReason};
+use qrescue::tui::runtime::{drive, outcome_text, EndReason};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
@@ -237,6 +237,21 @@ fn the_executor_identifies_checks_and_flashes_an_emulated_modem_and_records_the_
         .as_deref()
         .is_some_and(|p| p.contains("/dev/pts")));
     assert_eq!(r.package.as_deref(), Some(pkg.root.to_str().unwrap()));
+    // The model's last word (here: the modem did not come back) goes into the record.
+    exec.note_outcome(
+        JobId(1),
+        outcome_text(&Outcome::NotVerified {
+            what_failed: "the modem did not come back in normal mode".into(),
+            next: "power-cycle it and watch".into(),
+        }),
+    );
+    let r = &runs.list(10).unwrap()[0];
+    assert!(
+        r.verification
+            .as_deref()
+            .is_some_and(|v| v.starts_with("flashed, NOT verified")),
+        "{r:?}"
+    );
 
     // The loop takes every answer (and the device's appearance) on a TestBackend, draws only
     // when something changed, and ends on SIGTERM's message with nothing running.

@@ -28,7 +28,7 @@ use crate::device::DeviceSnapshot;
 use crate::engine::firehose::PowerMode;
 use crate::engine::flash::{self, FlashJob};
 use crate::engine::guards::{BackupLedger, MemoryLedger};
-use crate::engine::outcome::{RunDevice, RunStart, RunStore};
+use crate::engine::outcome::{RunDevice, RunHandle, RunStart, RunStore};
 use crate::engine::prepare::{prepare, PrepareRequest, Prepared, ProgrammerUse};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
 use crate::transport::open::{open_device, OpenOptions};
@@ -130,6 +130,8 @@ struct Shared {
     jobs: Mutex<BTreeMap<JobId, Arc<AtomicBool>>>,
     /// Serials learned by identity queries (the unit a backup is filed under).
     serials: Mutex<BTreeMap<DeviceId, String>>,
+    /// Records of ended flashes, until the check after the flash is noted in them.
+    records: Mutex<BTreeMap<JobId, RunHandle>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -174,6 +176,7 @@ impl Executor {
                 next_plan: AtomicU32::new(1),
                 jobs: Mutex::new(BTreeMap::new()),
                 serials: Mutex::new(BTreeMap::new()),
+                records: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -192,6 +195,14 @@ impl Executor {
         for (job, flag) in lock(&self.shared.jobs).iter() {
             tracing::info!("stopping job {} at the next safe point", job.0);
             flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Note in job's run record what the check after the flash found (the model's final
+    /// verdict: verified, not verified, failed, cancelled). Once per job.
+    pub fn note_outcome(&self, job: JobId, text: String) {
+        if let Some(mut r) = lock(&self.shared.records).remove(&job) {
+            r.verified(text);
         }
     }
 
@@ -509,8 +520,14 @@ fn flash_job(
         Ok(bytes) => tracing::info!("job {}: every step ran ({bytes} bytes)", job.0),
         Err(e) => tracing::warn!("job {} ended: {e}", job.0),
     }
-    if let Some(r) = &mut record {
+    if let Some(mut r) = record {
         r.finish(result.as_ref().map(|b| *b));
+        let mut kept = lock(&s.records);
+        // Only recent jobs wait for their verdict.
+        while kept.len() >= 16 {
+            kept.pop_first();
+        }
+        kept.insert(job, r);
     }
     result.map(|_| ()).map_err(|e| Problem::from(&e))
 }

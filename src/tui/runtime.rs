@@ -171,6 +171,18 @@ fn tick_interval(model: &Model) -> Option<Duration> {
     looping.then_some(Duration::from_millis(1000))
 }
 
+/// The model's final verdict in one line, for the run record.
+pub fn outcome_text(o: &Outcome) -> String {
+    match o {
+        Outcome::Verified { detail } => format!("verified: {detail}"),
+        Outcome::NotVerified { what_failed, next } => {
+            format!("flashed, NOT verified: {what_failed} ({next})")
+        }
+        Outcome::Failed { problem } => format!("failed: {} ({})", problem.what, problem.next),
+        Outcome::Cancelled { detail } => format!("cancelled: {detail}"),
+    }
+}
+
 /// The loop's own state besides the model.
 #[derive(Default)]
 struct LoopState {
@@ -178,6 +190,8 @@ struct LoopState {
     jobs: Vec<(JobId, Option<bool>)>,
     headless: bool,
     quitting: Option<EndReason>,
+    /// Jobs whose final verdict went into their run record.
+    noted: BTreeSet<JobId>,
     ticks: u64,
     messages: u64,
 }
@@ -205,6 +219,12 @@ impl LoopState {
         let terminate = matches!(msg, Msg::Terminate);
         let effects = update(model, msg);
         self.apply(model, exec, ring, effects);
+        // The model's last word on a flash goes into its run record.
+        if let (Stage::Finished(o), Some(f)) = (&model.flow.stage, &model.flash) {
+            if self.noted.insert(f.job) {
+                exec.note_outcome(f.job, outcome_text(o));
+            }
+        }
         if terminate {
             // Nobody can confirm anything for a signal: whatever the model said, flashes stop
             // at their next safe point and the console ends when they have.
