@@ -36,8 +36,53 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub record: Option<PathBuf>,
 
+    /// Colours: `auto` (at a terminal, unless NO_COLOR is set to something), `always`, `never`.
+    #[arg(long, global = true, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
+    pub color: ColorArg,
+
+    /// The console prints plain lines (or --json events) instead of its full screen, as it does
+    /// when stdout is not a terminal (cron jobs, scripts, pipes).
+    #[arg(long, global = true)]
+    pub no_tui: bool,
+
+    /// Never ring the terminal bell.
+    #[arg(long, global = true)]
+    pub no_bell: bool,
+
+    /// The console's options (`qrescue` without a subcommand).
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+
+    /// Without a subcommand, `qrescue` opens the console: every modem on USB, live, with a
+    /// guided rescue.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+/// When to use colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Options of the console (`qrescue` without a subcommand).
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// The firmware package (folder or .zip) to offer for a rescue.
+    #[arg(long, value_name = "PATH")]
+    pub package: Option<PathBuf>,
+    /// The modem's current firmware revision (what AT+QGMR prints), for the compatibility check.
+    #[arg(long, value_name = "REV")]
+    pub modem_revision: Option<String>,
+    /// Also follow an emulator: the socket named in the first line of `qrescue sim`
+    /// (repeatable).
+    #[arg(long, value_name = "SOCKET")]
+    pub sim: Vec<PathBuf>,
+    /// Do not watch this host's USB.
+    #[arg(long)]
+    pub no_usb: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +120,16 @@ pub enum Command {
     /// Firmware packages: what a package holds and what it would do to a modem.
     #[command(subcommand)]
     Package(PackageCommand),
+    /// Recent flashes and how they ended (running, finished, failed, cancelled, interrupted),
+    /// also those that ran on after the terminal went away.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// How many runs to show, newest first.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub limit: usize,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod console_cmd;
 pub mod demo;
 pub mod device_cmds;
 pub mod firehose_cmds;
@@ -15,6 +16,7 @@ pub mod replay_cmd;
 pub mod sahara_cmds;
 pub mod signals;
 pub mod sim_cmd;
+pub mod status_cmd;
 pub mod watch_cmd;
 
 use clap::Parser;
@@ -34,7 +36,11 @@ pub fn main_entry() -> i32 {
         }
     };
     let out = Output { json: cli.json };
-    if let Err(e) = logging::init(cli.verbose, cli.log_file.as_deref()) {
+    let logs = match &cli.command {
+        None => console_cmd::init_logging(&cli),
+        Some(_) => logging::init(cli.verbose, cli.log_file.as_deref()),
+    };
+    if let Err(e) = logs {
         report_error(&out, &e);
         return e.exit_code();
     }
@@ -63,7 +69,11 @@ fn report_error(out: &Output, e: &crate::Error) {
 pub fn run(cli: Cli) -> crate::Result<()> {
     let out = Output { json: cli.json };
     let recording = recording::start(&cli)?;
-    let result = match &cli.command {
+    let Some(command) = &cli.command else {
+        let result = console_cmd::run(&cli, &out);
+        return recording::finish(recording, result);
+    };
+    let result = match command {
         Command::Info(a) => sahara_cmds::info(a, &out),
         Command::Ramdump(a) => sahara_cmds::ramdump(a, &out),
         Command::SaharaUpload(a) => sahara_cmds::upload(a, &out),
@@ -78,6 +88,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::UdevRules => device_cmds::udev_rules(&out),
         Command::Watch(a) => watch_cmd::run(a, &out),
         Command::Package(c) => package_cmds::run(c, &out),
+        Command::Status(a) => status_cmd::run(a, &out),
     };
     recording::finish(recording, result)
 }

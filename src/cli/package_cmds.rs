@@ -670,7 +670,7 @@ mod tests {
         crate::cli::Cli::command().debug_assert();
         // --dry-run needs no port; the port and --dry-run exclude each other.
         let c = crate::cli::Cli::try_parse_from(["qrescue", "flash", "pkg", "--dry-run"]).unwrap();
-        let crate::cli::Command::Flash(f) = c.command else {
+        let Some(crate::cli::Command::Flash(f)) = c.command else {
             panic!("flash")
         };
         assert!(f.dry_run && f.package.is_some() && f.rawprogram.is_none());

@@ -13,9 +13,8 @@ use serde::{Serialize, Serializer};
 use crate::cli::args::PortArgs;
 use crate::cli::recording;
 use crate::transport::serial::SerialTransport;
-use crate::transport::usb::{UsbOpenError, UsbOptions, UsbSelector, UsbTransport, UDEV_HINT};
-use crate::transport::{Transport, TransportError};
-use crate::{Error, ErrorKind};
+use crate::transport::usb::{UsbOptions, UsbSelector};
+use crate::transport::Transport;
 
 /// What `--port` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +79,7 @@ pub fn open(args: &PortArgs) -> crate::Result<Box<dyn Transport>> {
             Ok(Box::new(recording::wrap(t)))
         }
         PortSpec::Usb(sel) => {
-            let t = UsbTransport::open(sel, usb_options(args)).map_err(|e| usb_error(sel, e))?;
+            let t = crate::transport::open::open_usb(sel, usb_options(args))?;
             Ok(Box::new(recording::wrap(t)))
         }
     }
@@ -88,133 +87,17 @@ pub fn open(args: &PortArgs) -> crate::Result<Box<dyn Transport>> {
 
 /// Open `path` as the modem's serial port (raw, exclusive).
 pub fn open_serial(path: &Path) -> crate::Result<SerialTransport> {
-    SerialTransport::open(path).map_err(|e| open_error(path, e))
+    crate::transport::open::open_tty(path)
 }
 
 /// A USB open failure for people.
-pub fn usb_error(sel: &UsbSelector, e: UsbOpenError) -> Error {
-    match e {
-        UsbOpenError::NotFound {
-            wanted,
-            present,
-            note,
-        } => {
-            let why = match (note, present.is_empty()) {
-                (Some(n), true) => n,
-                (None, true) => "no USB devices are present at all".to_string(),
-                (note, false) => {
-                    let seen = format!("USB devices present: {}", present.join("; "));
-                    match note {
-                        Some(n) => format!("{n}; {seen}"),
-                        None => seen,
-                    }
-                }
-            };
-            Error::new(
-                ErrorKind::NoDevice,
-                format!("No modem in download (05c6:9008) or crash-dump (05c6:900e) mode matches `{wanted}`"),
-                why,
-                "Put the modem into download mode (EDL) and check `lsusb`; a modem in normal mode (2c7c:…) must be switched first; give a tty with --port /dev/ttyUSB0 if it shows up as one",
-            )
-        }
-        UsbOpenError::Ambiguous { candidates } => {
-            let list: Vec<String> = candidates
-                .iter()
-                .map(|(summary, how)| format!("{summary} ({how})"))
-                .collect();
-            Error::new(
-                ErrorKind::Usage,
-                format!("{} modems are in download or crash-dump mode; `--port {sel}` does not say which", candidates.len()),
-                format!("qrescue talks to one modem at a time: {}", list.join("; ")),
-                "Choose one with --port usb:<location> or --port usb:serial=<serial>",
-            )
-        }
-        UsbOpenError::NotDownloadMode { device } => Error::new(
-            ErrorKind::NoDevice,
-            format!("{device} is not in download or crash-dump mode"),
-            "Sahara and Firehose only run on a modem in emergency download mode (05c6:9008) or crash-dump mode (05c6:900e)",
-            "Switch the modem to download mode first (AT+QDOWNLOAD=1 or the EDL test point), then run this again",
-        ),
-        UsbOpenError::Transport(t) => usb_transport_error(sel, t),
-    }
-}
-
-fn usb_transport_error(sel: &UsbSelector, e: TransportError) -> Error {
-    match e {
-        TransportError::Permission(_) => Error::new(
-            ErrorKind::Permission,
-            format!("Permission denied opening the USB modem ({sel})"),
-            "qrescue needs read/write access to the modem's USB device node",
-            format!("To fix it, {UDEV_HINT}"),
-        )
-        .with_source(e),
-        TransportError::Busy(ref m) => Error::new(
-            ErrorKind::Failure,
-            format!("The USB modem ({sel}) is held by another program"),
-            "opening a download-mode modem twice can wedge its boot ROM until a power cycle",
-            m.clone(),
-        ),
-        TransportError::Disconnected(_) => Error::new(
-            ErrorKind::DeviceLost,
-            format!("The USB modem ({sel}) went away while opening it"),
-            "the modem left the bus (reset, boot loop, loose cable)",
-            "Wait for it to reappear and try again; check the cable and power",
-        )
-        .with_source(e),
-        other => Error::new(
-            ErrorKind::Failure,
-            format!("Cannot open the USB modem ({sel})"),
-            "its download interface could not be claimed and set up",
-            "Replug the modem and try again; with -vv the log shows each step",
-        )
-        .with_source(other),
-    }
-}
-
-fn open_error(path: &Path, e: TransportError) -> Error {
-    let p = path.display();
-    match e {
-        TransportError::Permission(_) => Error::new(
-            ErrorKind::Permission,
-            format!("Permission denied opening {p}"),
-            "qrescue needs read/write access to the modem's port",
-            "Run as root, or install the udev rule for Quectel/Qualcomm modems and replug the modem",
-        )
-        .with_source(e),
-        TransportError::Busy(_) => Error::new(
-            ErrorKind::Failure,
-            format!("{p} is held by another program"),
-            "opening a download-mode modem twice can wedge its boot ROM until a power cycle",
-            "Close the other program (ModemManager, another qrescue, a terminal); `fuser -v` on the port shows who holds it",
-        )
-        .with_source(e),
-        TransportError::Io(ref io) if io.kind() == std::io::ErrorKind::NotFound => Error::new(
-            ErrorKind::NoDevice,
-            format!("There is no port {p}"),
-            "the modem is not plugged in, not in this mode, or appeared under another name",
-            "Check `ls /dev/ttyUSB* /dev/pts/*`, or use --port usb for a modem in download mode; for the emulator use the pty printed by `qrescue sim --pty`",
-        )
-        .with_source(e),
-        TransportError::Disconnected(_) => Error::new(
-            ErrorKind::DeviceLost,
-            format!("{p} went away while opening it"),
-            "the modem left the bus (reset, boot loop, loose cable)",
-            "Wait for it to reappear and try again; check the cable and power",
-        )
-        .with_source(e),
-        other => Error::new(
-            ErrorKind::Failure,
-            format!("Cannot open {p}"),
-            "the port could not be set up for raw binary transfers",
-            "Check that this is the modem's port (a tty), not a file or another device",
-        )
-        .with_source(other),
-    }
-}
+pub use crate::transport::open::usb_error;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::usb::UsbOpenError;
+    use crate::transport::TransportError;
 
     #[test]
     fn port_values_parse_to_paths_or_usb_selectors() {

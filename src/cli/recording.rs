@@ -33,9 +33,15 @@ pub fn start(cli: &Cli) -> crate::Result<Option<Active>> {
         return Ok(None);
     };
     let name = match &cli.command {
-        Command::Sim(_) => Some("sim"),
-        Command::Bench(_) => Some("bench"),
-        Command::Replay(_) => Some("replay"),
+        None => {
+            return Err(Error::usage(
+                "The console does not record sessions yet",
+                "Use --record with a command that talks to a modem (info, ramdump, flash, read, storage-info, demo)",
+            ))
+        }
+        Some(Command::Sim(_)) => Some("sim"),
+        Some(Command::Bench(_)) => Some("bench"),
+        Some(Command::Replay(_)) => Some("replay"),
         _ => None,
     };
     if let Some(name) = name {

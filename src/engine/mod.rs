@@ -5,6 +5,7 @@ pub mod events;
 pub mod firehose;
 pub mod flash;
 pub mod guards;
+pub mod outcome;
 pub mod partitions;
 pub mod plan;
 pub mod prepare;

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 pub mod lock;
+pub mod open;
 pub mod pipe;
 pub mod pty;
 pub mod pushback;

@@ -201,11 +201,20 @@ pub(crate) fn override_input(ctx: &Ctx, typed: &str, area: Rect, buf: &mut Buffe
 
 /// What happens to the modem if the console quits now.
 pub(crate) fn quit(ctx: &Ctx, area: Rect, buf: &mut Buffer) {
+    stop(ctx, area, buf, "Quit?", " to quit anyway, ")
+}
+
+/// What happens to the modem if the running flash is stopped (the console stays).
+pub(crate) fn cancel(ctx: &Ctx, area: Rect, buf: &mut Buffer) {
+    stop(ctx, area, buf, "Stop the flash?", " to stop it, ")
+}
+
+fn stop(ctx: &Ctx, area: Rect, buf: &mut Buffer, title: &str, yes: &str) {
     let t = &ctx.t;
     let (head, body) = match &ctx.m.flow.stage {
         Stage::Flashing { .. } => (
             "A flash is running.",
-            "Quitting cancels it at the next safe point. The modem is then partly written and will not boot normally until a flash completes: bring it back into EDL (9008) and flash again.",
+            "Stopping or quitting now cancels it at the next safe point. The modem is then partly written and will not boot normally until a flash completes: bring it back into EDL (9008) and flash again.",
         ),
         Stage::Armed { .. } => (
             "The catch is armed.",
@@ -228,14 +237,14 @@ pub(crate) fn quit(ctx: &Ctx, area: Rect, buf: &mut Buffer) {
         Line::from(vec![
             Span::raw("press "),
             Span::styled("y", t.key),
-            Span::raw(" to quit anyway, "),
+            Span::raw(yes),
             Span::styled("Esc", t.key),
             Span::raw(" to stay"),
         ]),
     ];
     let w = 70.min(area.width);
     let h = wrapped_height(&lines, w.saturating_sub(2)) + 2;
-    let inner = overlay_box(t, "Quit?", area, w, h, buf);
+    let inner = overlay_box(t, title, area, w, h, buf);
     Paragraph::new(lines)
         .wrap(Wrap { trim: false })
         .render(inner, buf);

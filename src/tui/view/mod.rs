@@ -130,6 +130,7 @@ pub fn render(model: &Model, area: Rect, buf: &mut Buffer) {
         Overlay::ConfirmFlash => confirm::flash(&ctx, area, buf),
         Overlay::OverrideInput { typed } => confirm::override_input(&ctx, typed, area, buf),
         Overlay::ConfirmQuit => confirm::quit(&ctx, area, buf),
+        Overlay::ConfirmCancel => confirm::cancel(&ctx, area, buf),
     }
 }
 

@@ -1,0 +1,168 @@
+//! `qrescue` without a subcommand: the console. Full screen at a terminal; plain lines (or
+//! `--json` events) like `qrescue watch` when stdout is not a terminal or with `--no-tui`, so
+//! cron jobs and scripts get something they can read.
+
+use std::io::IsTerminal;
+
+use crate::cli::args::{Cli, ColorArg, WatchArgs};
+use crate::cli::output::Output;
+use crate::cli::{logging, watch_cmd};
+use crate::device::enumerate::Sysfs;
+use crate::device::sim_source::SimSource;
+use crate::device::watch::usb_source;
+use crate::device::DeviceSource;
+use crate::tui::model::Config;
+use crate::tui::runtime::{self, ConsoleOptions, EndReason, Sources};
+use crate::{Error, ErrorKind};
+
+/// The full screen, or lines: lines when asked (`--no-tui`), for `--json`, or when stdout is not
+/// a terminal.
+pub fn wants_tui(cli: &Cli) -> bool {
+    !cli.no_tui && !cli.json && std::io::stdout().is_terminal()
+}
+
+/// Logging for the console: into the log pane and a file while the screen is up, else as for
+/// every other command.
+pub fn init_logging(cli: &Cli) -> crate::Result<()> {
+    if wants_tui(cli) {
+        logging::init_console(cli.verbose, cli.log_file.as_deref()).map(|_| ())
+    } else {
+        logging::init(cli.verbose, cli.log_file.as_deref())
+    }
+}
+
+/// Colours on or off: `--color`, and with `auto` a terminal without NO_COLOR.
+pub fn color(choice: ColorArg, is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    match choice {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => logging::color_allowed(is_terminal, no_color),
+    }
+}
+
+pub fn run(cli: &Cli, out: &Output) -> crate::Result<()> {
+    let a = &cli.console;
+    if let Some(p) = &a.package {
+        if let Err(e) = std::fs::metadata(p) {
+            return Err(Error::usage(
+                format!("--package {}: {e}", p.display()),
+                "Give the package's folder (the one with md5.txt and update/) or its .zip",
+            ));
+        }
+    }
+    if a.no_usb && a.sim.is_empty() {
+        return Err(Error::usage(
+            "Nothing to watch: --no-usb without --sim",
+            "Drop --no-usb to watch this host's USB, or add --sim SOCKET (printed by `qrescue sim`)",
+        ));
+    }
+    if !wants_tui(cli) {
+        if a.package.is_some() || a.modem_revision.is_some() {
+            tracing::info!(
+                "--package and --modem-revision are used by the full-screen console only; printing device lines"
+            );
+        }
+        let watch = WatchArgs {
+            sim: a.sim.clone(),
+            no_usb: a.no_usb,
+            bell: false,
+            all: false,
+            for_secs: None,
+        };
+        return watch_cmd::run(&watch, out);
+    }
+
+    let mut devices: Vec<Box<dyn DeviceSource>> = Vec::new();
+    if !a.no_usb {
+        devices.push(Box::new(usb_source(Sysfs::host())));
+    }
+    for path in &a.sim {
+        devices.push(Box::new(SimSource::connect(path)?));
+    }
+    let names: Vec<String> = devices.iter().map(|s| s.describe()).collect();
+    let log_file = logging::console_log_file().map(|p| p.to_path_buf());
+    let config = Config {
+        package: a.package.clone(),
+        modem_revision: a.modem_revision.clone(),
+        color: color(cli.color, true, std::env::var_os("NO_COLOR").as_deref()),
+        bell: !cli.no_bell,
+        source: names.join(" + "),
+        log_file: log_file.clone(),
+        ..Config::default()
+    };
+    let summary = runtime::run(
+        config,
+        Sources {
+            devices,
+            ..Sources::default()
+        },
+        ConsoleOptions::default(),
+    )?;
+    // The terminal is back: say where the record is.
+    if let Some(l) = &log_file {
+        out.line(format!(
+            "qrescue: the log of this session is {}",
+            l.display()
+        ));
+    }
+    if !summary.jobs.is_empty() {
+        out.line(format!(
+            "qrescue: {} flash(es) ran; `qrescue status` shows how each ended",
+            summary.jobs.len()
+        ));
+    }
+    match summary.end {
+        EndReason::Terminated => Err(Error::new(
+            ErrorKind::Interrupted,
+            "The console was stopped by a signal (SIGTERM or SIGINT)",
+            "a running flash was stopped at its next safe point, never in the middle of a partition",
+            "`qrescue status` shows how the last flash ended; run the console again to continue",
+        )),
+        EndReason::Quit | EndReason::HungUp | EndReason::Closed => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_follows_the_flag_then_no_color_and_the_terminal() {
+        assert!(color(ColorArg::Always, false, Some(OsStr::new("1"))));
+        assert!(!color(ColorArg::Never, true, None));
+        assert!(color(ColorArg::Auto, true, None));
+        assert!(color(ColorArg::Auto, true, Some(OsStr::new(""))));
+        assert!(!color(ColorArg::Auto, true, Some(OsStr::new("1"))));
+        assert!(!color(ColorArg::Auto, false, None));
+    }
+
+    #[test]
+    fn no_subcommand_is_the_console_with_its_options() {
+        use clap::Parser;
+        let c = Cli::try_parse_from([
+            "qrescue",
+            "--package",
+            "pkg",
+            "--sim",
+            "a.sock",
+            "--sim",
+            "b.sock",
+            "--no-usb",
+            "--no-tui",
+            "--no-bell",
+            "--color",
+            "never",
+        ])
+        .unwrap();
+        assert!(c.command.is_none());
+        assert_eq!(c.console.sim.len(), 2);
+        assert!(c.no_tui && c.no_bell && c.console.no_usb);
+        assert_eq!(c.color, ColorArg::Never);
+        assert!(!wants_tui(&c));
+        // The global flags work after a subcommand too.
+        let c = Cli::try_parse_from(["qrescue", "status", "--color", "always", "--limit", "3"])
+            .unwrap();
+        assert!(matches!(c.command, Some(crate::cli::Command::Status(_))));
+    }
+}
