@@ -570,8 +570,8 @@ impl Model {
                 {
                     return (
                         format!("{title}: boot loop, {}", r.summary()),
-                        "Press Enter: the package is checked now and the flash starts in the \
-                         next window."
+                        "Press Enter to check the package; once you confirm the plan, the \
+                         flash starts in the next window."
                             .into(),
                         r.triage.headline().to_string(),
                     );
