@@ -115,7 +115,7 @@ pub fn run(cli: &Cli, out: &Output) -> crate::Result<()> {
         EndReason::Terminated => Err(Error::new(
             ErrorKind::Interrupted,
             "The console was stopped by a signal (SIGTERM or SIGINT)",
-            "a running flash was stopped at its next safe point, never in the middle of a partition",
+            "qrescue ends on SIGTERM/SIGINT; a flash that was running stopped at its next safe point, never in the middle of a partition",
             "`qrescue status` shows how the last flash ended; run the console again to continue",
         )),
         EndReason::Quit | EndReason::HungUp | EndReason::Closed => Ok(()),
