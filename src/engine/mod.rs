@@ -1,5 +1,6 @@
 //! Drives protocols over a transport and emits events; never renders.
 
+pub mod at;
 pub mod connect;
 pub mod diag;
 pub mod events;

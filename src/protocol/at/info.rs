@@ -3,7 +3,7 @@
 //! AT+QSECBOOT. Each takes a complete [`Reply`]; a reply whose final result is not `OK` is
 //! [`AtError::Failed`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::command::split_args;
 use super::reply::{strip_prefix_ci, FinalResult, Reply};
@@ -96,7 +96,7 @@ pub fn luhn_ok(digits: &str) -> bool {
 // ----- ATI ------------------------------------------------------------------------------------
 
 /// What `ATI` says: `Quectel`, `EC25`, `Revision: EC25EFAR06A17M4G`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Ati {
     pub manufacturer: Option<String>,
     pub model: Option<String>,
@@ -124,7 +124,7 @@ pub fn parse_ati(reply: &Reply) -> Result<Ati, AtError> {
 // ----- firmware revision ------------------------------------------------------------------------
 
 /// A firmware revision as reported (AT+QGMR, AT+CGMR or ATI's `Revision:` line).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirmwareRevision {
     /// The text as sent (`EC25EFAR06A17M4G_20.200.20.200`).
     pub text: String,
@@ -154,7 +154,7 @@ pub fn parse_revision(reply: &Reply) -> Result<FirmwareRevision, AtError> {
 // ----- IMEI and ICCID ---------------------------------------------------------------------------
 
 /// An IMEI (`AT+CGSN`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Imei {
     /// The 15 digits.
     pub digits: String,
@@ -176,7 +176,7 @@ pub fn parse_imei(reply: &Reply) -> Result<Imei, AtError> {
 }
 
 /// A SIM card's ICCID (`AT+QCCID`, `AT+ICCID`, `AT+CCID`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Iccid {
     /// 18–22 characters: digits, on some cards with a trailing hex filler (`F`).
     pub value: String,
@@ -203,7 +203,7 @@ pub fn parse_iccid(reply: &Reply) -> Result<Iccid, AtError> {
 // ----- CFUN ------------------------------------------------------------------------------------
 
 /// The functionality level meanings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CfunState {
     /// 0: minimum functionality.
@@ -221,7 +221,7 @@ pub enum CfunState {
 }
 
 /// The reply to `AT+CFUN?`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cfun {
     pub level: u8,
     pub state: CfunState,
@@ -283,7 +283,7 @@ pub fn parse_cfun(reply: &Reply) -> Result<Cfun, AtError> {
 // ----- CSQ -------------------------------------------------------------------------------------
 
 /// The reply to `AT+CSQ`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Csq {
     /// 0–31, or 99 for unknown.
     pub rssi: u8,
@@ -315,7 +315,7 @@ pub fn parse_csq(reply: &Reply) -> Result<Csq, AtError> {
 // ----- usbnet ------------------------------------------------------------------------------------
 
 /// The network interface mode from `AT+QCFG="usbnet"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsbNet {
     pub mode: u8,
 }
@@ -362,7 +362,7 @@ pub fn parse_usbnet(reply: &Reply) -> Result<UsbNet, AtError> {
 
 /// The reply to `AT+QSECBOOT…`. Neither PROTOCOLS.md nor USERS.md documents its fields, so
 /// they are kept as sent and not interpreted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QSecBoot {
     /// The comma-separated values after `+QSECBOOT:`, unquoted.
     pub fields: Vec<String>,
