@@ -1,6 +1,8 @@
 //! Drives protocols over a transport and emits events; never renders.
 
+pub mod at;
 pub mod connect;
+pub mod diag;
 pub mod events;
 pub mod firehose;
 pub mod flash;
