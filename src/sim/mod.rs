@@ -13,6 +13,7 @@ pub mod firehose;
 pub mod hub;
 pub mod inproc;
 pub mod linkfault;
+pub mod normal;
 pub mod package_gen;
 pub mod profile;
 pub mod stoplink;
