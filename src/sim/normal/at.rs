@@ -47,6 +47,8 @@ pub struct ModemState {
     pub usbnet: u8,
     /// The composition enumerated now.
     pub usbnet_active: u8,
+    /// MSM HW ID (as the boot ROM reports it), for DIAG's extended build ID.
+    pub hw_id: u64,
 }
 
 impl ModemState {
@@ -58,7 +60,15 @@ impl ModemState {
             iccid,
             usbnet,
             usbnet_active: usbnet,
+            hw_id: 0,
         }
+    }
+
+    /// `profile`'s unit as it booted: its SIM's ICCID and HW ID from the profile.
+    pub fn for_unit(profile: &crate::sim::profile::Profile, boot: NormalBoot, usbnet: u8) -> Self {
+        let mut s = ModemState::new(boot, super::unit::unit_iccid(profile), usbnet);
+        s.hw_id = profile.identity.hw_id;
+        s
     }
 }
 

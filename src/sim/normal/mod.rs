@@ -6,6 +6,7 @@
 //! - [`state`]: the boot rule (boot ROM or normal mode; `+CFUN` 1, 5 or 7) and factory seeding.
 
 pub mod at;
+pub mod diag;
 pub mod efs;
 pub mod state;
 pub mod unit;
