@@ -8,6 +8,7 @@
 pub mod at;
 pub mod diag;
 pub mod efs;
+pub mod ports;
 pub mod state;
 pub mod unit;
 

@@ -302,6 +302,25 @@ pub fn factory_efs(profile: &Profile) -> EfsImage {
     e
 }
 
+/// How `profile`'s unit boots when the emulator cannot see its storage (a programmer without
+/// one): as it left the factory ([`seed_factory`]); `None` for a model without application
+/// firmware.
+pub fn factory_boot(profile: &Profile) -> Option<NormalBoot> {
+    let fw = unit::model_firmware(profile)?;
+    let efs = factory_efs(profile);
+    Some(NormalBoot {
+        model: fw.model.to_string(),
+        revision: fw.revision.to_string(),
+        marked: true,
+        factory_revision: fw.revision.to_string(),
+        cfun: 1,
+        imei: efs.imei(),
+        calibrated: true,
+        efs_partition: None,
+        efs: Some(efs),
+    })
+}
+
 /// Partitions the factory writes firmware into (those the layout has), with a first page of
 /// content each: the boot chain, the kernel and the root file system.
 const FACTORY_IMAGES: &[&str] = &["tz", "rpm", "hyp", "aboot", "boot", "system"];
@@ -491,6 +510,17 @@ mod tests {
         let n = boot(&s, &p).normal().cloned().unwrap();
         assert_eq!((n.cfun, n.marked), (1, false));
         assert_eq!(n.revision, n.factory_revision);
+    }
+
+    #[test]
+    fn factory_boot_is_what_a_seeded_storage_boots_to() {
+        let p = unit();
+        let mut from_storage = boot(&seeded("nand-ec25e", &p), &p)
+            .normal()
+            .cloned()
+            .unwrap();
+        assert_eq!(from_storage.efs_partition.take().as_deref(), Some("EFS2"));
+        assert_eq!(Some(from_storage), factory_boot(&p));
     }
 
     #[test]
