@@ -19,10 +19,14 @@
 //! - `4B 13 <cmd u16>` (EFS2, subsystem 19 `DIAG_SUBSYS_FS`; 62, the alternate id, is accepted
 //!   too): HELLO (0, the host's parameters echoed), OPEN (2: flags i32, mode i32, NUL-terminated
 //!   path → fd i32, errno i32), CLOSE (3: fd → errno), READ (4: fd, size u32, offset u32 → fd,
-//!   offset, bytes read i32, errno, data) and STAT (15: path → errno, mode, size, link count,
-//!   atime, mtime, ctime). Layouts as in Qualcomm's `fs_diag` packets (OpenPST's public
+//!   offset, bytes read i32, errno, data), OPENDIR (11: path → dirp i32, errno), READDIR (12:
+//!   dirp, seq i32 from 1 → dirp, seq, errno, entry type (0 file, 1 directory), mode, size,
+//!   atime, mtime, ctime, NUL-terminated name; past the last entry an empty name with type 0),
+//!   CLOSEDIR (13: dirp → errno) and STAT (15: path → errno, mode, size, link count, atime,
+//!   mtime, ctime; directories are those the EFS file paths imply). Layouts as in Qualcomm's `fs_diag` packets (OpenPST's public
 //!   `dm_efs.h` lists them). The EFS is read-only here: opening for writing gives errno 13
-//!   (EACCES); a missing file 2 (ENOENT); an unknown fd 9 (EBADF); more than
+//!   (EACCES); a missing file 2 (ENOENT); a file opened as a directory 20 (ENOTDIR); an unknown
+//!   fd or dirp 9 (EBADF); more than
 //!   [`MAX_OPEN_FILES`] open 24 (EMFILE).
 //!
 //! Anything else gets `13` (`DIAG_BAD_CMD_F`) followed by the request, a request too short for
@@ -63,6 +67,7 @@ const ECHO_MAX: usize = 64;
 const ENOENT: i32 = 2;
 const EBADF: i32 = 9;
 const EACCES: i32 = 13;
+const ENOTDIR: i32 = 20;
 const EMFILE: i32 = 24;
 
 /// What a request made the unit do beyond answering.
@@ -79,13 +84,52 @@ pub struct DiagReply {
     pub effect: Option<DiagEffect>,
 }
 
-/// One DM port: the frame decoder and the EFS2 session (open files).
+/// One DM port: the frame decoder and the EFS2 session (open files and directories).
 #[derive(Debug, Default)]
 pub struct DiagPort {
     decoder: Decoder,
     open: BTreeMap<i32, String>,
+    dirs: BTreeMap<i32, String>,
     next_fd: i32,
     done: bool,
+}
+
+/// A directory entry as READDIR reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    name: String,
+    dir: bool,
+    size: usize,
+}
+
+fn is_dir(files: &[(String, Vec<u8>)], path: &str) -> bool {
+    let prefix = format!("{}/", path.trim_end_matches('/'));
+    path == "/" || files.iter().any(|(p, _)| p.starts_with(&prefix))
+}
+
+/// The entries of directory `path` (sorted by name), from the file paths of the EFS.
+fn list(files: &[(String, Vec<u8>)], path: &str) -> Vec<Entry> {
+    let prefix = format!("{}/", path.trim_end_matches('/'));
+    let mut out: Vec<Entry> = Vec::new();
+    for (p, data) in files {
+        let Some(rest) = p.strip_prefix(&prefix) else {
+            continue;
+        };
+        let (name, dir) = match rest.split_once('/') {
+            Some((first, _)) => (first, true),
+            None => (rest, false),
+        };
+        if name.is_empty() || out.iter().any(|e| e.name == name) {
+            continue;
+        }
+        out.push(Entry {
+            name: name.to_string(),
+            dir,
+            size: if dir { 0 } else { data.len() },
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -163,6 +207,7 @@ impl DiagPort {
         let mut out = header.to_vec();
         let push = |out: &mut Vec<u8>, v: i32| out.extend_from_slice(&v.to_le_bytes());
         let file = |path: &str| unit.boot.efs.as_ref().and_then(|e| e.file(path));
+        let files: &[(String, Vec<u8>)] = unit.boot.efs.as_ref().map_or(&[], |e| &e.files);
         match sub {
             // HELLO: ten u32 parameters; the target answers with its own, here the host's.
             0 => {
@@ -229,6 +274,76 @@ impl DiagPort {
                     }
                 }
             }
+            // OPENDIR
+            11 => {
+                let Some(path) = path_at(req, 4) else {
+                    return with_request(BAD_LEN, req);
+                };
+                let (dirp, errno) = if file(&path).is_some() {
+                    (0, ENOTDIR)
+                } else if unit.boot.efs.is_none() || !is_dir(files, &path) {
+                    (0, ENOENT)
+                } else if self.dirs.len() >= MAX_OPEN_FILES {
+                    (0, EMFILE)
+                } else {
+                    let d = self.next_fd;
+                    self.next_fd = self.next_fd.wrapping_add(1).max(1);
+                    self.dirs.insert(d, path);
+                    (d, 0)
+                };
+                push(&mut out, dirp);
+                push(&mut out, errno);
+            }
+            // READDIR: entry `seq` (from 1); past the last, an entry with an empty name.
+            12 => {
+                let (Some(dirp), Some(seq)) = (u32_at(req, 4), u32_at(req, 8)) else {
+                    return with_request(BAD_LEN, req);
+                };
+                let (dirp, seq) = (dirp as i32, seq as i32);
+                push(&mut out, dirp);
+                push(&mut out, seq);
+                let entry = match self.dirs.get(&dirp) {
+                    None => Err(EBADF),
+                    Some(path) => Ok(usize::try_from(seq)
+                        .ok()
+                        .and_then(|k| k.checked_sub(1))
+                        .and_then(|k| list(files, path).into_iter().nth(k))),
+                };
+                let (errno, entry) = match entry {
+                    Err(e) => (e, None),
+                    Ok(e) => (0, e),
+                };
+                push(&mut out, errno);
+                match entry {
+                    Some(e) => {
+                        push(&mut out, i32::from(e.dir));
+                        push(&mut out, if e.dir { 0o040755 } else { 0o100644 });
+                        push(&mut out, e.size as i32);
+                        for _ in 0..3 {
+                            push(&mut out, 0);
+                        }
+                        out.extend_from_slice(e.name.as_bytes());
+                    }
+                    None => {
+                        for _ in 0..6 {
+                            push(&mut out, 0);
+                        }
+                    }
+                }
+                out.push(0);
+            }
+            // CLOSEDIR
+            13 => {
+                let Some(dirp) = u32_at(req, 4) else {
+                    return with_request(BAD_LEN, req);
+                };
+                let errno = if self.dirs.remove(&(dirp as i32)).is_some() {
+                    0
+                } else {
+                    EBADF
+                };
+                push(&mut out, errno);
+            }
             // STAT
             15 => {
                 let Some(path) = path_at(req, 4) else {
@@ -239,6 +354,15 @@ impl DiagPort {
                         push(&mut out, 0);
                         push(&mut out, 0o100644);
                         push(&mut out, data.len() as i32);
+                        push(&mut out, 1);
+                        for _ in 0..3 {
+                            push(&mut out, 0);
+                        }
+                    }
+                    None if unit.boot.efs.is_some() && is_dir(files, &path) => {
+                        push(&mut out, 0);
+                        push(&mut out, 0o040755);
+                        push(&mut out, 0);
                         push(&mut out, 1);
                         for _ in 0..3 {
                             push(&mut out, 0);
@@ -437,6 +561,52 @@ mod tests {
         w[0] = 1;
         let resp = ask(&mut port, &m, &efs_req(2, &w));
         assert_eq!(u32_at(&resp, 8), Some(EACCES as u32));
+    }
+
+    #[test]
+    fn efs2_directories_list_what_the_efs_holds() {
+        let (_, m) = modem(true);
+        let mut port = DiagPort::new();
+        let path = |p: &str| {
+            let mut v = p.as_bytes().to_vec();
+            v.push(0);
+            v
+        };
+        let names = |port: &mut DiagPort, dir: &str| {
+            let resp = ask(port, &m, &efs_req(11, &path(dir)));
+            assert_eq!(u32_at(&resp, 8), Some(0), "{dir}");
+            let dirp = u32_at(&resp, 4).unwrap();
+            let mut got = Vec::new();
+            for seq in 1u32.. {
+                let mut rd = dirp.to_le_bytes().to_vec();
+                rd.extend(seq.to_le_bytes());
+                let resp = ask(port, &m, &efs_req(12, &rd));
+                assert_eq!(u32_at(&resp, 12), Some(0));
+                let name = path_at(&resp, 40);
+                let Some(name) = name else { break };
+                got.push((name, u32_at(&resp, 16).unwrap(), u32_at(&resp, 24).unwrap()));
+            }
+            let resp = ask(port, &m, &efs_req(13, &dirp.to_le_bytes()));
+            assert_eq!(u32_at(&resp, 4), Some(0));
+            got
+        };
+        assert_eq!(
+            names(&mut port, "/"),
+            [("nv".to_string(), 1, 0), ("nvm".to_string(), 1, 0)]
+        );
+        assert_eq!(names(&mut port, "/nvm/num"), [("550".to_string(), 0, 9)]);
+        assert_eq!(
+            names(&mut port, "/nv/item_files/rfnv/"),
+            [("00020000".to_string(), 0, unit::CALIBRATION_LEN as u32)]
+        );
+        let resp = ask(&mut port, &m, &efs_req(11, &path("/nope")));
+        assert_eq!(u32_at(&resp, 8), Some(ENOENT as u32));
+        let resp = ask(&mut port, &m, &efs_req(11, &path("/nvm/num/550")));
+        assert_eq!(u32_at(&resp, 8), Some(ENOTDIR as u32));
+        let resp = ask(&mut port, &m, &efs_req(15, &path("/nvm")));
+        assert_eq!(u32_at(&resp, 8), Some(0o040755));
+        let resp = ask(&mut port, &m, &efs_req(12, &[9, 0, 0, 0, 1, 0, 0, 0]));
+        assert_eq!(u32_at(&resp, 12), Some(EBADF as u32));
     }
 
     #[test]
