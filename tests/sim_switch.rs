@@ -1,6 +1,6 @@
 //! `qrescue sim --normal-for SECONDS` from a separate process: the unit shows up in normal mode
-//! (enumeration only, no ports served), vanishes, and re-enumerates as 05c6:9008 serving Sahara on
-//! a pty. Only the order and content of the JSON lines are checked, never their timing.
+//! (its DM/NMEA/AT/modem ports served on ptys), vanishes, and re-enumerates as 05c6:9008 serving
+//! Sahara on a pty. Only the order and content of the JSON lines are checked, never their timing.
 
 mod common;
 
@@ -48,8 +48,11 @@ fn normal_mode_first_then_edl_on_another_bus_with_a_served_pty() {
     assert_eq!(normal["event"], "appear", "{normal}");
     assert_eq!(normal["mode"], "normal");
     assert_eq!(normal["usb_id"], "2c7c:0800");
-    assert_eq!(normal["ports_served"], false);
+    assert_eq!(normal["ports_served"], true);
     assert!(normal["pty"].is_null());
+    for port in ["dm", "nmea", "at", "modem"] {
+        assert!(normal["ports"][port].is_string(), "{normal}");
+    }
     let gone = next();
     assert_eq!(gone["event"], "vanish", "{gone}");
     assert_eq!(gone["location"], normal["location"]);

@@ -340,6 +340,12 @@ pub enum SimMode {
     Edl,
     /// Crash-dump mode (05c6:900e): the boot ROM offers its RAM over Sahara memory debug.
     Crash,
+    /// Normal mode: the unit leaves the factory flashed (boot chain, firmware, EFS with its IMEI
+    /// and RF calibration), boots from its storage and serves its DM (DIAG), NMEA, AT and modem
+    /// ports on four ptys. The DIAG EDL command switches it to 05c6:9008; a Firehose reset boots
+    /// it from storage again (+CFUN: 5 with the calibration erased, 7 with another variant's
+    /// firmware).
+    Normal,
 }
 
 #[derive(Debug, Args)]
@@ -388,10 +394,10 @@ pub struct SimArgs {
     #[arg(long, value_name = "PERIOD:WINDOW")]
     pub boot_loop: Option<crate::sim::enumerate::BootLoop>,
     /// Appear first in normal mode (the profile's Quectel composite, e.g. 2c7c:0800 on a
-    /// SuperSpeed bus) for SECONDS, then switch: vanish and come back 2 s later as 05c6:9008
-    /// (900e with --mode crash) on the high-speed bus at another location, serving Sahara on a
-    /// new pty (and looping if --boot-loop is given). Enumeration only: the normal-mode unit
-    /// serves no DM/AT ports yet, and the switch happens by itself after SECONDS.
+    /// SuperSpeed bus, serving its DM/NMEA/AT/modem ports as with --mode normal) for at most
+    /// SECONDS, then switch: vanish and come back 2 s later as 05c6:9008 (900e with --mode
+    /// crash) on the high-speed bus at another location, serving Sahara on a new pty (and looping
+    /// if --boot-loop is given). A host's DIAG EDL command switches it earlier.
     #[arg(long, value_name = "SECONDS", value_parser = crate::sim::enumerate::parse_seconds)]
     pub normal_for: Option<std::time::Duration>,
     /// The Unix socket that announces appear/vanish events to watchers (`qrescue watch --sim`).

@@ -3,7 +3,9 @@
 //!
 //! The first line is `ready` (with the pty and the announcement `socket`); then `appear` /
 //! `vanish` for every appearance on the emulated bus (one, or a boot loop with `--boot-loop`;
-//! with `--normal-for` first a normal-mode appearance with `"ports_served": false`),
+//! with `--mode normal` or `--normal-for` a normal-mode appearance first, `"ports_served": true`
+//! with its DM/NMEA/AT/modem ptys under `ports`, a `normal_exit` when a host switches, resets or
+//! powers it down),
 //! `programmer_started` / `programmer_exit`, a run's own end (`powered_off`, `link_lost`,
 //! `link_dropped`, `rebooted`) and finally `exit`. Watchers in other processes follow the same
 //! appear/vanish events on the socket (`crate::device::sim_source::SimSource`).
@@ -24,6 +26,7 @@ use crate::sim::faults::FaultPlan;
 use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
 use crate::sim::firehose::storage::StorageProfile;
 use crate::sim::hub::UsbHub;
+use crate::sim::normal::{self, ports::NormalExit};
 use crate::sim::package_gen::{self, PackageOptions};
 use crate::sim::profile::{self, Personality, Profile, UnitIdentity};
 use crate::sim::usb_ids;
@@ -82,6 +85,10 @@ struct Announcing<'a> {
 }
 
 impl AfterUpload for Announcing<'_> {
+    fn boot_storage(&self) -> Option<&crate::sim::firehose::storage::Storage> {
+        self.inner.boot_storage()
+    }
+
     fn serve(&mut self, link: &mut dyn Transport, unit: &UnitIdentity) -> ProgrammerExit {
         self.out.always_json(
             &json!({"event": "programmer_started", "serial": format!("0x{:08x}", unit.serial)}),
@@ -172,13 +179,14 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
             "Run `qrescue sim --pty` and use the printed pty as --port in another terminal",
         ));
     }
-    if args.normal_for.is_some() && usb_ids::normal_mode_snapshot(&unit, 2).is_none() {
+    let normal = args.mode == SimMode::Normal || args.normal_for.is_some();
+    if normal && usb_ids::normal_mode_snapshot(&unit, 2).is_none() {
         return Err(Error::usage(
             format!(
                 "The emulated profile '{}' has no normal-mode USB description",
                 unit.name
             ),
-            "Use --normal-for with ec25, rm502q or rm520n (or their -crash variants)",
+            "Use --mode normal or --normal-for with ec25, rm502q or rm520n (or their -crash variants)",
         ));
     }
     let storage = storage_profile(&unit, args.storage, args.storage_profile.as_deref())?;
@@ -191,6 +199,19 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
             ..ProgrammerOptions::default()
         },
     );
+    if normal {
+        // The unit leaves the factory flashed: it boots to normal mode until a flash says
+        // otherwise.
+        normal::seed_factory(programmer.storage_mut(), &unit).map_err(|why| {
+            Error::usage(
+                format!(
+                    "The emulated storage layout '{}' cannot hold a normal-mode unit: {why}",
+                    storage.name()
+                ),
+                "Use the profile's own storage (leave out --storage/--storage-profile) or a NAND or eMMC layout",
+            )
+        })?;
+    }
     let personality = unit.personality;
     let mut cfg = DeviceConfig::new(unit.clone()).with_faults(faults);
     let mode = match personality {
@@ -211,7 +232,7 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
     let mut ready = Some(json!({
         "event": "ready",
         "pty": null,
-        "mode": mode,
+        "mode": if args.mode == SimMode::Normal { "normal" } else { mode },
         "usb_id": format!("05c6:{:04x}", unit.usb_pid),
         "profile": unit.name,
         "storage": storage.name(),
@@ -231,7 +252,9 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
         boot_loop: args.boot_loop,
         limit: None,
         normal_first: args.normal_for,
+        normal,
     };
+    let mut normal_exit: Option<NormalExit> = None;
     let result = {
         let mut announcing = Announcing {
             inner: &mut programmer,
@@ -260,23 +283,40 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
                         "appearance": index, "pty": pty, "location": event.location(),
                         "usb_id": usb_id, "mode": mode, "ports_served": true}));
                 }
-                // Enumeration only: no normal-mode emulator serves the DM/AT ports yet.
+                // The ports are served on ptys: DM, NMEA, AT and modem by interface number.
                 UsbNotice::NormalAppear { event } => {
                     if let Some(r) = ready.take() {
                         out.always_json(&r);
                     }
-                    let usb_id = match &event.change {
-                        DeviceChange::Appear { device } => device.id(),
-                        DeviceChange::Vanish { .. } => String::new(),
+                    normal_exit = None;
+                    let (usb_id, ports) = match &event.change {
+                        DeviceChange::Appear { device } => {
+                            let tty = |n: u8| device.interface(n).and_then(|i| i.tty.clone());
+                            (
+                                device.id(),
+                                json!({"dm": tty(0), "nmea": tty(1), "at": tty(2),
+                                    "modem": tty(3)}),
+                            )
+                        }
+                        DeviceChange::Vanish { .. } => (String::new(), json!(null)),
                     };
                     out.always_json(&json!({"event": "appear", "t_ms": event.t_ms,
                         "pty": null, "location": event.location(), "usb_id": usb_id,
-                        "mode": "normal", "ports_served": false}));
+                        "mode": "normal", "ports_served": true, "ports": ports}));
+                }
+                UsbNotice::NormalEnded(exit) => {
+                    normal_exit = Some(exit);
+                    out.always_json(&json!({"event": "normal_exit", "reason": exit}));
                 }
                 UsbNotice::NormalVanish { event } => {
+                    let next = match normal_exit {
+                        Some(NormalExit::Reset) => "normal",
+                        Some(NormalExit::PowerDown) => "off",
+                        _ => mode,
+                    };
                     out.always_json(&json!({"event": "vanish", "t_ms": event.t_ms,
                         "pty": null, "location": event.location(), "mode": "normal",
-                        "switching_to": mode}));
+                        "switching_to": next}));
                 }
                 UsbNotice::Ended(o) => out.always_json(&json!({"event": outcome_word(o)})),
                 UsbNotice::Vanish { index, pty, event } => {

@@ -12,8 +12,10 @@
 //!   [`DeviceConfig::on_link_drop`] (e.g. a pipe cutter) and ends with
 //!   [`RunOutcome::LinkDropped`] — a pty owner closes the pty on that outcome.
 //! - After the programmer returns: `ResetToEdl` → the unit re-enumerates and the boot ROM sends a
-//!   fresh HELLO (after [`DeviceConfig::reboot_delay`]). `Reset` does the same for now: a full
-//!   normal-mode emulation (AT/DIAG ports) comes later, so a reset unit comes back in EDL.
+//!   fresh HELLO (after [`DeviceConfig::reboot_delay`]). `Reset` does the same, unless
+//!   [`DeviceConfig::boot_from_storage`] is set and the storage boots to normal mode: then the
+//!   run ends with [`RunOutcome::Rebooted`] and the runner ([`super::enumerate`]) brings the
+//!   unit up in normal mode ([`super::normal`]).
 //!   `PowerOff` → [`RunOutcome::PoweredOff`]; `LinkLost` → [`RunOutcome::LinkLost`] (or
 //!   `LinkDropped` when the drop fault fired); `Hung` → the unit stays silent (reads and discards)
 //!   until stopped or disconnected.
@@ -53,6 +55,11 @@ pub struct DeviceConfig {
     pub reboot_delay: Duration,
     /// Run once when the drop-after fault drops the link, to cut the host's side too.
     pub on_link_drop: Option<DropHook>,
+    /// After the programmer's `<power value="reset"/>`, boot from the programmer's storage
+    /// ([`super::normal::boot`]): when it boots to normal mode the run ends with
+    /// [`RunOutcome::Rebooted`] (the runner then brings the unit up in normal mode); otherwise
+    /// the boot ROM sends a fresh HELLO as before. Off by default.
+    pub boot_from_storage: bool,
 }
 
 impl DeviceConfig {
@@ -67,6 +74,7 @@ impl DeviceConfig {
             write_timeout: Duration::from_secs(10),
             reboot_delay: Duration::from_millis(100),
             on_link_drop: None,
+            boot_from_storage: false,
         }
     }
 
@@ -109,7 +117,9 @@ pub enum RunOutcome {
     LinkLost,
     /// The drop-after fault dropped the link.
     LinkDropped,
-    /// A crash-dump unit was reset and reboots out of the boot ROM.
+    /// The unit left its boot ROM: a crash-dump unit was reset, or (with
+    /// [`DeviceConfig::boot_from_storage`]) the programmer reset a unit whose storage boots to
+    /// normal mode.
     Rebooted,
 }
 
@@ -247,6 +257,16 @@ pub fn run(
                     };
                     tracing::info!(?exit, "programmer stopped");
                     match exit {
+                        ProgrammerExit::Reset
+                            if cfg.boot_from_storage
+                                && !link.is_dropped()
+                                && programmer.boot_storage().is_some_and(|s| {
+                                    super::normal::boot(s, &cfg.profile).is_normal()
+                                }) =>
+                        {
+                            tracing::info!("reset with a bootable storage: leaving the boot ROM");
+                            return RunOutcome::Rebooted;
+                        }
                         ProgrammerExit::ResetToEdl | ProgrammerExit::Reset => {
                             if link.is_dropped() {
                                 return RunOutcome::LinkDropped;

@@ -1,8 +1,10 @@
 //! Emulated enumeration: one emulated unit that appears on the emulated bus ([`UsbHub`]) as a new
 //! pty, serves Sahara (and Firehose after an upload) while it is there, and vanishes — once, or
 //! again and again in a boot loop ([`BootLoop`]: it appears every PERIOD and stays WINDOW).
-//! With [`Schedule::normal_first`] the unit first shows up in normal mode and then switches to
-//! its boot ROM ([`SWITCH_GAP`] later, on the high-speed bus: see [`run_on_usb`]).
+//! With [`Schedule::normal`] (or [`Schedule::normal_first`]) the unit first boots from its
+//! storage: in normal mode when the storage boots ([`super::normal::boot`]), serving its DM, NMEA,
+//! AT and modem ports on four ptys, until a host switches it to its boot ROM (DIAG `4B 65 01 00`:
+//! 05c6:9008 [`SWITCH_GAP`] after the command, on the high-speed bus: see [`run_on_usb`]).
 //!
 //! Each appearance is a fresh [`PtyDevice`] with a fresh boot ROM (a fresh HELLO); the storage
 //! behind the programmer persists, like a real unit's flash. When an appearance ends, the pty is
@@ -25,6 +27,7 @@ use crate::transport::TransportError;
 
 use super::device::{self, DeviceConfig, RunOutcome};
 use super::hub::UsbHub;
+use super::normal::{self, ports, ports::NormalExit};
 use super::stoplink::StopLink;
 use super::usb_ids;
 use super::AfterUpload;
@@ -97,6 +100,12 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 /// 3.272 s, 05c6:9008 found at 3-1 at 4.273 s (../realdata/logs, PROTOCOLS.md §5.2).
 pub const SWITCH_GAP: Duration = Duration::from_secs(2);
 
+/// How long a normal-mode unit stays on the bus after a host commanded a switch or reset (its
+/// ports still open, answering nothing more), so the host reads the echo: the RG500Q's node went
+/// 1.0 s after the command in the same log. A commanded switch then stays off the bus for
+/// `SWITCH_GAP - SWITCH_LINGER`, so 9008 appears [`SWITCH_GAP`] after the command.
+pub const SWITCH_LINGER: Duration = Duration::from_secs(1);
+
 impl BootLoop {
     /// As announced in the socket header.
     pub fn info(&self) -> BootLoopInfo {
@@ -116,10 +125,13 @@ pub enum UsbNotice<'a> {
         pty: &'a Path,
         event: &'a DeviceEvent,
     },
-    /// The unit appeared in normal mode (before switching to its boot ROM). Enumeration only: no
-    /// port is served (there is no normal-mode emulator yet), so there is no pty.
+    /// The unit appeared in normal mode, serving its DM, NMEA, AT and modem ports on ptys (their
+    /// paths are the `tty` of interfaces 0..3 in the event's snapshot).
     NormalAppear { event: &'a DeviceEvent },
-    /// The normal-mode unit left the bus to re-enumerate in its boot ROM.
+    /// A host made the normal-mode unit switch to its boot ROM, reset or power down (it leaves
+    /// the bus [`SWITCH_LINGER`] later).
+    NormalEnded(NormalExit),
+    /// The normal-mode unit left the bus (its ptys are closed).
     NormalVanish { event: &'a DeviceEvent },
     /// The unit's run ended on its own while it was present (powered off, link dropped, crash
     /// unit reset), not by the window closing or a stop.
@@ -139,14 +151,20 @@ pub struct Schedule {
     pub boot_loop: Option<BootLoop>,
     /// Stop after this many appearances (benchmarks, tests); `None`: until stopped.
     pub limit: Option<u64>,
-    /// Appear first in normal mode for this long (enumeration only, no ports served), vanish,
-    /// and start the schedule above [`SWITCH_GAP`] later: a normal-mode → EDL switch. Ignored
-    /// for a profile without a normal-mode description ([`usb_ids::normal_mode_snapshot`]).
+    /// Boot first from storage (as [`Schedule::normal`]), and if the unit comes up in normal
+    /// mode, switch to the boot ROM by itself after this long (vanish, then the schedule above
+    /// [`SWITCH_GAP`] later), unless a host commands it earlier.
     pub normal_first: Option<Duration>,
+    /// Boot from the programmer's storage ([`AfterUpload::boot_storage`], the factory firmware
+    /// without one): normal mode when it boots ([`super::normal::boot`]), serving ports until a
+    /// host switches it to EDL, resets it (normal mode again) or powers it down; the boot ROM
+    /// otherwise. A programmer `<power value="reset"/>` boots from storage again. A profile
+    /// without a normal-mode description never boots to normal mode.
+    pub normal: bool,
 }
 
-/// How many retired pty numbers stay taken.
-const KEEP_NUMBERS: usize = 2;
+/// How many retired pty numbers stay taken (a normal-mode appearance retires four).
+const KEEP_NUMBERS: usize = 6;
 
 pub(crate) struct Appearance {
     pub(crate) index: u64,
@@ -180,27 +198,77 @@ impl<'a> Bus<'a> {
         address
     }
 
-    /// The unit in normal mode for `stay`, then off the bus for [`SWITCH_GAP`] while it
-    /// re-enumerates. False when `stop` was set meanwhile (the unit has vanished then too).
+    fn keep(&mut self, pty: &PtyDevice) {
+        match pty.keep_number() {
+            Ok(fd) => {
+                self.kept.push_back(fd);
+                if self.kept.len() > KEEP_NUMBERS {
+                    self.kept.pop_front();
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not keep the pty number"),
+        }
+    }
+
+    /// Boot from `storage`: `None` when the unit does not come up in normal mode; otherwise the
+    /// unit in normal mode, serving its ports until an exit (`stay` bounds it), then off the bus
+    /// (after [`SWITCH_LINGER`] when a host commanded the exit).
     fn normal_mode(
         &mut self,
-        stay: Duration,
+        storage: Option<&super::firehose::storage::Storage>,
+        usbnet: &mut u8,
+        stay: Option<Duration>,
         stop: &AtomicBool,
         notify: &mut dyn FnMut(UsbNotice),
-    ) -> bool {
-        let address = self.next_address();
-        let Some(snapshot) = usb_ids::normal_mode_snapshot(self.profile, address) else {
-            return true;
+    ) -> Result<Option<NormalExit>, TransportError> {
+        let boot = match storage {
+            Some(s) => normal::boot(s, self.profile),
+            None => match normal::state::factory_boot(self.profile) {
+                Some(b) => normal::Boot::Normal(Box::new(b)),
+                None => normal::Boot::BootRom {
+                    why: "no application firmware for this model".into(),
+                },
+            },
         };
+        let booted = match boot {
+            normal::Boot::Normal(b) => *b,
+            normal::Boot::BootRom { why } => {
+                tracing::info!(%why, "the unit does not boot to normal mode");
+                return Ok(None);
+            }
+        };
+        let address = self.next_address();
+        let Some(mut snapshot) = ports::normal_snapshot(self.profile, address, *usbnet) else {
+            return Ok(None);
+        };
+        let mut ptys = ports::NormalPtys::open()?;
+        ptys.annotate(&mut snapshot);
         let location = snapshot.location();
         let event = self.hub.appear(snapshot);
         notify(UsbNotice::NormalAppear { event: &event });
-        sleep_until(Instant::now() + stay, stop);
+        let mut unit = normal::at::ModemState::for_unit(self.profile, booted, *usbnet);
+        let opts = ports::ServeOptions {
+            deadline: stay.map(|d| Instant::now() + d),
+            ..ports::ServeOptions::default()
+        };
+        let exit = ports::serve_ports(ptys.ports(), &mut unit, stop, &opts);
+        *usbnet = unit.usbnet;
+        if matches!(
+            exit,
+            NormalExit::SwitchToEdl | NormalExit::Reset | NormalExit::PowerDown
+        ) {
+            notify(UsbNotice::NormalEnded(exit));
+            sleep_until(Instant::now() + SWITCH_LINGER, stop);
+        }
+        for (_, _, pty) in &ptys.ptys {
+            self.keep(pty);
+        }
+        // Close the ptys before announcing: whoever sees the vanish finds the ports gone.
+        drop(ptys);
         if let Some(event) = self.hub.vanish(&location) {
             notify(UsbNotice::NormalVanish { event: &event });
         }
-        sleep_until(Instant::now() + SWITCH_GAP, stop);
-        !stop.load(Ordering::SeqCst)
+        Ok(Some(exit))
     }
 
     pub(crate) fn appear(
@@ -228,15 +296,7 @@ impl<'a> Bus<'a> {
     }
 
     pub(crate) fn vanish(&mut self, a: Appearance, notify: &mut dyn FnMut(UsbNotice)) {
-        match a.pty.keep_number() {
-            Ok(fd) => {
-                self.kept.push_back(fd);
-                if self.kept.len() > KEEP_NUMBERS {
-                    self.kept.pop_front();
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "could not keep the pty number"),
-        }
+        self.keep(&a.pty);
         // Close the pty before announcing: whoever sees the vanish finds the port gone.
         drop(a.pty);
         if let Some(event) = self.hub.vanish(&a.location) {
@@ -312,11 +372,16 @@ pub(crate) fn sleep_until(t: Instant, stop: &AtomicBool) {
 /// otherwise it stays present, silent, until stopped — as `qrescue sim` always behaved. In a
 /// boot loop, an appearance ends when its window closes or its run ends, whichever comes first.
 ///
-/// With [`Schedule::normal_first`], all that is preceded by the unit in normal mode (its model's
-/// composite, SuperSpeed for RM5xx; [`UsbNotice::NormalAppear`]), which vanishes after that time
-/// and comes back [`SWITCH_GAP`] later in its boot ROM on the high-speed bus — another location,
-/// as a USB 3 module re-enumerates as USB 2 in EDL (PROTOCOLS.md §5.2). Enumeration only: the
-/// normal-mode unit serves no port and the switch is not commanded by a host.
+/// With [`Schedule::normal`] or [`Schedule::normal_first`], the unit first boots from storage;
+/// in normal mode it appears as its model's composite (SuperSpeed for RM5xx;
+/// [`UsbNotice::NormalAppear`]) with its ports served on ptys. A host's DIAG EDL switch makes it
+/// vanish [`SWITCH_LINGER`] later and come back [`SWITCH_GAP`] after the command in its boot ROM
+/// on the high-speed bus — another location, as a USB 3 module re-enumerates as USB 2 in EDL
+/// (PROTOCOLS.md §5.2); `normal_first`'s time running out does the same, [`SWITCH_GAP`] after
+/// the vanish. `AT+CFUN=x,1` reboots it (off the bus for `SWITCH_GAP - SWITCH_LINGER`, then it
+/// boots from storage again); `AT+QPOWD` ends the run ([`RunOutcome::PoweredOff`]). With
+/// [`Schedule::normal`], a Firehose reset whose storage boots ends the boot-ROM appearance and
+/// the unit comes up in normal mode the same way.
 pub fn run_on_usb(
     cfg: &mut DeviceConfig,
     programmer: &mut dyn AfterUpload,
@@ -332,14 +397,49 @@ pub fn run_on_usb(
         super::profile::Personality::CrashDump => 0x900e,
     };
     let mut bus = Bus::new(hub, &profile);
-    if let Some(stay) = schedule.normal_first {
-        if !bus.normal_mode(stay, stop, notify) {
-            return Ok(RunOutcome::Stopped);
+    cfg.boot_from_storage |= schedule.normal;
+    let mut usbnet = 0u8;
+    let mut normal_stay = match (schedule.normal_first, schedule.normal) {
+        (Some(d), _) => Some(Some(d)),
+        (None, true) => Some(None),
+        (None, false) => None,
+    };
+    let mut index = 0u64;
+    loop {
+        if let Some(stay) = normal_stay.take() {
+            let exit =
+                bus.normal_mode(programmer.boot_storage(), &mut usbnet, stay, stop, notify)?;
+            let off = match exit {
+                None => Duration::ZERO,
+                Some(NormalExit::Stopped) => return Ok(RunOutcome::Stopped),
+                Some(NormalExit::PowerDown) => {
+                    notify(UsbNotice::Ended(RunOutcome::PoweredOff));
+                    if schedule.limit.is_none() {
+                        sleep_until(Instant::now() + MAX_PERIOD, stop);
+                    }
+                    return Ok(RunOutcome::PoweredOff);
+                }
+                Some(NormalExit::Reset) => {
+                    sleep_until(Instant::now() + (SWITCH_GAP - SWITCH_LINGER), stop);
+                    normal_stay = Some(None);
+                    if stop.load(Ordering::SeqCst) {
+                        return Ok(RunOutcome::Stopped);
+                    }
+                    continue;
+                }
+                Some(NormalExit::SwitchToEdl) => SWITCH_GAP - SWITCH_LINGER,
+                Some(NormalExit::Deadline) => SWITCH_GAP,
+            };
+            sleep_until(Instant::now() + off, stop);
+            if stop.load(Ordering::SeqCst) {
+                return Ok(RunOutcome::Stopped);
+            }
         }
-    }
-    let start = Instant::now();
-    let Some(bl) = schedule.boot_loop else {
-        let mut a = bus.appear(0, notify)?;
+        if schedule.boot_loop.is_some() {
+            break;
+        }
+        let mut a = bus.appear(index, notify)?;
+        index += 1;
         let outcome = match serve(&mut a.pty, cfg, programmer, stop, None).0 {
             _ if stop.load(Ordering::SeqCst) => RunOutcome::Stopped,
             o => o,
@@ -349,6 +449,16 @@ pub fn run_on_usb(
             return Ok(outcome);
         }
         notify(UsbNotice::Ended(outcome));
+        if outcome == RunOutcome::Rebooted && schedule.normal {
+            // Out of the boot ROM: off the bus while it reboots, then up from storage.
+            bus.vanish(a, notify);
+            sleep_until(Instant::now() + (SWITCH_GAP - SWITCH_LINGER), stop);
+            if stop.load(Ordering::SeqCst) {
+                return Ok(RunOutcome::Stopped);
+            }
+            normal_stay = Some(None);
+            continue;
+        }
         let mut present = Some(a);
         if matches!(outcome, RunOutcome::LinkDropped | RunOutcome::LinkLost) {
             // Like a pulled cable: the port disappears for the host. The pty never reports a
@@ -367,7 +477,11 @@ pub fn run_on_usb(
             bus.vanish(a, notify);
         }
         return Ok(outcome);
+    }
+    let Some(bl) = schedule.boot_loop else {
+        return Ok(RunOutcome::Stopped);
     };
+    let start = Instant::now();
     let mut index = 0u64;
     loop {
         if stop.load(Ordering::SeqCst) || schedule.limit.is_some_and(|l| index >= l) {
@@ -506,9 +620,9 @@ mod tests {
                         format!("vanish {index} {}", pty.display())
                     }
                     UsbNotice::Ended(o) => format!("ended {o:?}"),
-                    UsbNotice::NormalAppear { .. } | UsbNotice::NormalVanish { .. } => {
-                        "normal".into()
-                    }
+                    UsbNotice::NormalAppear { .. }
+                    | UsbNotice::NormalVanish { .. }
+                    | UsbNotice::NormalEnded(_) => "normal".into(),
                 })
             },
         )
@@ -552,6 +666,8 @@ mod tests {
         let hub = UsbHub::new();
         let mut src = hub.source();
         let mut cfg = DeviceConfig::new(Profile::by_name("rm502q").unwrap().for_unit(4));
+        let mut programmer = programmer();
+        normal::seed_factory(programmer.storage_mut(), &cfg.profile).unwrap();
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         // Stop once the unit is back in EDL; collect everything until the hub closes.
@@ -572,22 +688,16 @@ mod tests {
             ..Schedule::default()
         };
         let mut notices = Vec::new();
-        let outcome = run_on_usb(
-            &mut cfg,
-            &mut programmer(),
-            &hub,
-            schedule,
-            &stop,
-            &mut |n| {
-                notices.push(match n {
-                    UsbNotice::NormalAppear { .. } => "normal appear",
-                    UsbNotice::NormalVanish { .. } => "normal vanish",
-                    UsbNotice::Appear { .. } => "appear",
-                    UsbNotice::Vanish { .. } => "vanish",
-                    UsbNotice::Ended(_) => "ended",
-                })
-            },
-        )
+        let outcome = run_on_usb(&mut cfg, &mut programmer, &hub, schedule, &stop, &mut |n| {
+            notices.push(match n {
+                UsbNotice::NormalAppear { .. } => "normal appear",
+                UsbNotice::NormalEnded(_) => "normal ended",
+                UsbNotice::NormalVanish { .. } => "normal vanish",
+                UsbNotice::Appear { .. } => "appear",
+                UsbNotice::Vanish { .. } => "vanish",
+                UsbNotice::Ended(_) => "ended",
+            })
+        })
         .unwrap();
         hub.close();
         assert_eq!(outcome, RunOutcome::Stopped);
@@ -605,7 +715,17 @@ mod tests {
         };
         assert_eq!(normal.id(), "2c7c:0800");
         assert_eq!(normal.bus, SIM_BUS_SUPER);
-        assert!(normal.interfaces.iter().all(|i| i.tty.is_none()));
+        // DM, NMEA, AT and modem are served, each on its own pty.
+        let ttys: Vec<_> = normal
+            .interfaces
+            .iter()
+            .filter_map(|i| i.tty.clone())
+            .collect();
+        assert_eq!(ttys.len(), 4);
+        assert!(
+            ttys.iter().all(|t| !Path::new(t).exists()),
+            "closed after the switch"
+        );
         assert_eq!(edl.id(), "05c6:9008");
         assert_eq!((edl.bus, &edl.ports), (SIM_BUS, &normal.ports));
         assert_ne!(edl.location(), normal.location());
@@ -623,6 +743,118 @@ mod tests {
             "{:?}",
             ups[2].matched
         );
+    }
+
+    #[test]
+    fn the_diag_edl_command_on_the_dm_pty_switches_the_unit_to_9008() {
+        use crate::device::classify::{classify, PortRole};
+        let hub = UsbHub::new();
+        let mut src = hub.source();
+        let mut cfg = DeviceConfig::new(Profile::by_name("ec25").unwrap().for_unit(6));
+        let mut programmer = programmer();
+        normal::seed_factory(programmer.storage_mut(), &cfg.profile).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (s2, clock) = (stop.clone(), hub.clone());
+        let host = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut commanded_at = None;
+            while let Some(e) = src.next_event(Duration::from_secs(20)).unwrap() {
+                if let DeviceChange::Appear { device } = &e.change {
+                    if device.id() == "2c7c:0125" {
+                        let c = classify(device);
+                        let at = c.port(PortRole::At).unwrap().tty.clone().unwrap();
+                        let mut at = SerialTransport::open(Path::new(&at)).unwrap();
+                        let mut urcs = [0u8; 7];
+                        read_exact(&mut at, &mut urcs, Duration::from_secs(10)).unwrap();
+                        assert_eq!(&urcs, b"\r\nRDY\r\n");
+                        let dm = c.port(PortRole::Dm).unwrap().tty.clone().unwrap();
+                        let mut dm = SerialTransport::open(Path::new(&dm)).unwrap();
+                        commanded_at = Some(clock.t_ms());
+                        let edl = [0x4B, 0x65, 0x01, 0x00, 0x54, 0x0F, 0x7E];
+                        dm.write(&edl, Duration::from_secs(10)).unwrap();
+                        let mut echo = [0u8; 7];
+                        read_exact(&mut dm, &mut echo, Duration::from_secs(10)).unwrap();
+                        assert_eq!(echo, edl);
+                    }
+                    if device.id() == "05c6:9008" {
+                        s2.store(true, Ordering::SeqCst);
+                    }
+                }
+                seen.push(e);
+            }
+            (seen, commanded_at.unwrap())
+        });
+        let schedule = Schedule {
+            normal: true,
+            ..Schedule::default()
+        };
+        let mut notices = Vec::new();
+        let outcome = run_on_usb(&mut cfg, &mut programmer, &hub, schedule, &stop, &mut |n| {
+            notices.push(match n {
+                UsbNotice::NormalAppear { .. } => "normal appear".to_string(),
+                UsbNotice::NormalEnded(e) => format!("normal ended {e:?}"),
+                UsbNotice::NormalVanish { .. } => "normal vanish".into(),
+                UsbNotice::Appear { .. } => "appear".into(),
+                UsbNotice::Vanish { .. } => "vanish".into(),
+                UsbNotice::Ended(o) => format!("ended {o:?}"),
+            })
+        })
+        .unwrap();
+        hub.close();
+        assert_eq!(outcome, RunOutcome::Stopped);
+        assert_eq!(
+            notices,
+            [
+                "normal appear",
+                "normal ended SwitchToEdl",
+                "normal vanish",
+                "appear",
+                "vanish"
+            ]
+        );
+        let (seen, commanded_at) = host.join().unwrap();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        let DeviceChange::Appear { device: edl } = &seen[2].change else {
+            panic!("{seen:?}")
+        };
+        assert_eq!(edl.id(), "05c6:9008");
+        // Lower bounds only (the sleeps guarantee them): on the bus until SWITCH_LINGER after
+        // the command, 9008 no sooner than SWITCH_GAP after it.
+        assert!(seen[1].t_ms >= commanded_at + SWITCH_LINGER.as_millis() as u64);
+        assert!(seen[2].t_ms >= commanded_at + SWITCH_GAP.as_millis() as u64);
+    }
+
+    #[test]
+    fn an_unbootable_storage_comes_up_in_the_boot_rom_directly() {
+        let hub = UsbHub::new();
+        let mut src = hub.source();
+        let mut cfg = DeviceConfig::new(Profile::by_name("ec25").unwrap());
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let watcher = std::thread::spawn(move || {
+            let first = src.next_event(Duration::from_secs(20)).unwrap().unwrap();
+            s2.store(true, Ordering::SeqCst);
+            first
+        });
+        let schedule = Schedule {
+            normal: true,
+            ..Schedule::default()
+        };
+        // Erased storage: no boot chain.
+        run_on_usb(
+            &mut cfg,
+            &mut programmer(),
+            &hub,
+            schedule,
+            &stop,
+            &mut |_| {},
+        )
+        .unwrap();
+        let first = watcher.join().unwrap();
+        let DeviceChange::Appear { device } = &first.change else {
+            panic!("{first:?}")
+        };
+        assert_eq!(device.id(), "05c6:9008");
     }
 
     #[test]

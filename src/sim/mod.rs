@@ -13,6 +13,7 @@ pub mod firehose;
 pub mod hub;
 pub mod inproc;
 pub mod linkfault;
+pub mod normal;
 pub mod package_gen;
 pub mod profile;
 pub mod stoplink;
@@ -24,8 +25,9 @@ use crate::transport::Transport;
 /// Why an emulated programmer stopped serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgrammerExit {
-    /// `<power value="reset"/>`: the device reboots (to normal mode; for the emulator: back to the
-    /// boot ROM unless the profile says otherwise).
+    /// `<power value="reset"/>`: the device reboots: to normal mode when its storage boots and
+    /// the runner boots from storage ([`device::DeviceConfig::boot_from_storage`]), else back to
+    /// the boot ROM.
     Reset,
     /// `<power value="reset_to_edl"/>`: back to the boot ROM, which sends a fresh HELLO.
     ResetToEdl,
@@ -43,4 +45,10 @@ pub enum ProgrammerExit {
 /// power/reset or the link drops. Storage contents persist across calls.
 pub trait AfterUpload: Send {
     fn serve(&mut self, link: &mut dyn Transport, unit: &profile::UnitIdentity) -> ProgrammerExit;
+
+    /// The storage the unit boots from ([`normal::boot`]) after a reset or at power-up; `None`
+    /// when the implementation has none (test doubles): the unit then runs its factory firmware.
+    fn boot_storage(&self) -> Option<&firehose::storage::Storage> {
+        None
+    }
 }

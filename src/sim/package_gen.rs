@@ -214,12 +214,43 @@ fn image_name(label: &str, chip: &str) -> String {
     }
 }
 
-/// Write a package for `unit` on `storage` into `dir` (which must be empty or absent).
+/// Write a package for `unit` on `storage` into `dir` (which must be empty or absent). Its
+/// images carry no firmware mark: the emulated unit takes them as its own factory build
+/// ([`crate::sim::normal::state`]).
 pub fn emit(
     dir: &Path,
     unit: &Profile,
     storage: &StorageProfile,
     opts: PackageOptions,
+) -> crate::Result<PackageSummary> {
+    emit_inner(dir, unit, storage, opts, None)
+}
+
+/// As [`emit`], with the modem and system images starting with the firmware mark of `revision`
+/// ([`crate::sim::normal::state::firmware_mark`]), so a unit flashed with the package runs that
+/// revision: another model or variant than the unit's own boots to `+CFUN: 7`.
+pub fn emit_firmware(
+    dir: &Path,
+    unit: &Profile,
+    storage: &StorageProfile,
+    opts: PackageOptions,
+    revision: &str,
+) -> crate::Result<PackageSummary> {
+    let mark = crate::sim::normal::state::firmware_mark(revision);
+    emit_inner(dir, unit, storage, opts, Some(&mark))
+}
+
+/// Images that carry the firmware mark.
+fn marked(label: &str) -> bool {
+    label.eq_ignore_ascii_case("modem") || label.eq_ignore_ascii_case("system")
+}
+
+fn emit_inner(
+    dir: &Path,
+    unit: &Profile,
+    storage: &StorageProfile,
+    opts: PackageOptions,
+    mark: Option<&[u8]>,
 ) -> crate::Result<PackageSummary> {
     if dir.exists()
         && std::fs::read_dir(dir)
@@ -241,8 +272,8 @@ pub fn emit(
         rng: ChaCha8Rng::seed_from_u64(opts.seed ^ 0x9ac4_a9e0),
     };
     match storage {
-        StorageProfile::Nand(spec) => emit_nand(&mut w, unit, spec, opts),
-        StorageProfile::Block(_) => emit_block(&mut w, unit, storage, opts),
+        StorageProfile::Nand(spec) => emit_nand(&mut w, unit, spec, opts, mark),
+        StorageProfile::Block(_) => emit_block(&mut w, unit, storage, opts, mark),
     }
 }
 
@@ -259,6 +290,7 @@ fn emit_nand(
     unit: &Profile,
     spec: &crate::sim::firehose::storage::NandSpec,
     opts: PackageOptions,
+    mark: Option<&[u8]>,
 ) -> crate::Result<PackageSummary> {
     let geo = spec.geometry;
     let ps = u64::from(geo.page_size);
@@ -332,12 +364,11 @@ fn emit_nand(
             _ => {
                 let name = image_name(&label, &chip);
                 let len = share(opts.image_bytes, total_room, room(p), ps);
-                (
-                    format!("update/{name}"),
-                    format!("..\\{name}"),
-                    Vec::new(),
-                    len,
-                )
+                let head = match mark {
+                    Some(m) if marked(&label) => m.to_vec(),
+                    _ => Vec::new(),
+                };
+                (format!("update/{name}"), format!("..\\{name}"), head, len)
             }
         };
         w.image(&rel, &head, len, Some(&label))?;
@@ -385,6 +416,7 @@ fn emit_block(
     unit: &Profile,
     profile: &StorageProfile,
     opts: PackageOptions,
+    mark: Option<&[u8]>,
 ) -> crate::Result<PackageSummary> {
     let storage = Storage::new(profile);
     let ss = u64::from(storage.sector_size());
@@ -472,7 +504,11 @@ fn emit_block(
         for r in chosen.iter().filter(|r| r.lun == lun) {
             let len = share(opts.image_bytes, total, cap(r), ss);
             let rel = format!("{}.img", r.name);
-            w.image(&rel, &[], len, Some(&r.name))?;
+            let head = match mark {
+                Some(m) if marked(&r.name) => m,
+                _ => &[],
+            };
+            w.image(&rel, head, len, Some(&r.name))?;
             summary.image_bytes += len;
             let _ = writeln!(
                 xml,

@@ -1069,6 +1069,10 @@ impl Programmer {
 }
 
 impl AfterUpload for Programmer {
+    fn boot_storage(&self) -> Option<&Storage> {
+        Some(&self.storage)
+    }
+
     fn serve(&mut self, link: &mut dyn Transport, unit: &UnitIdentity) -> ProgrammerExit {
         self.sessions += 1;
         let mut io = Io {
