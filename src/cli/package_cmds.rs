@@ -140,6 +140,8 @@ fn kind_word(k: StepKind) -> &'static str {
         StepKind::SaharaUpload => "upload",
         StepKind::Configure => "config",
         StepKind::Reset => "reset",
+        StepKind::Read => "read",
+        StepKind::Verify => "verify",
     }
 }
 
