@@ -40,16 +40,18 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::backup::identity::Identity;
 use crate::backup::store::{BackupKind, FileEntry, FileSpec, Store, StoredBackup};
-use crate::engine::connect::PEEK_WAIT;
+use crate::engine::connect::{probe_programmer, PEEK_WAIT, PROBE_WAIT};
 use crate::engine::events::{EngineEvent, ProgressThrottle, StepInfo, StepKind, Weights};
-use crate::engine::firehose::{Erase, FirehoseSession, Program, Read, StorageKind};
+use crate::engine::firehose::{
+    Erase, FirehoseOptions, FirehoseSession, Program, Read, StorageKind,
+};
 use crate::engine::guards::classify;
 use crate::engine::partitions::{read_partition_table, MAX_SEARCHED_LUNS};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
@@ -62,10 +64,18 @@ use crate::{Error, ErrorKind};
 // Identity
 // ---------------------------------------------------------------------------------------------
 
-/// Look at the port; if the boot ROM greets with HELLO, read its identity over Sahara command
-/// mode. Returns the link with every byte not consumed pushed back (the boot ROM's fresh HELLO
-/// after command mode, or whatever a running programmer said) and the identity when it was
-/// read. Never sends anything to a port that did not greet with Sahara.
+/// Look at the port and, when the boot ROM is there, read its identity over Sahara command mode.
+///
+/// - HELLO within [`PEEK_WAIT`]: command mode at once.
+/// - Silence: a `<nop/>` probe ([`probe_programmer`]) tells a running programmer (it answers;
+///   no identity) from a boot ROM whose HELLO an earlier program read (`qrescue info`, another
+///   tool): the latter is asked with an unsolicited HELLO_RESP, as the upload would do.
+/// - XML or anything else: no identity, nothing sent.
+///
+/// Returns the link with every byte not consumed pushed back (after command mode: the boot
+/// ROM's fresh HELLO, so an upload follows at once) and the identity when it was read. Only a
+/// lost link or missing permission is an error; a boot ROM that does not answer command mode
+/// gives `None`.
 pub fn identify<T: Transport>(
     transport: T,
     sahara: &SaharaConfig,
@@ -98,22 +108,38 @@ pub fn identify<T: Transport>(
         }
     };
     t.unread(&buf);
+    let mut cfg = sahara.clone();
     if !sahara_seen {
-        tracing::info!(target: "qrescue::backup", "no Sahara HELLO on the port: the modem's identity is not read");
-        return Ok((t, None));
+        if !buf.is_empty() {
+            tracing::info!(target: "qrescue::backup", "the port speaks no Sahara: the modem's identity is not read");
+            return Ok((t, None));
+        }
+        if probe_programmer(&mut t, &FirehoseOptions::default(), PROBE_WAIT)? {
+            tracing::info!(target: "qrescue::backup", "a programmer is running: the modem's identity is not read");
+            return Ok((t, None));
+        }
+        // A boot ROM whose HELLO is gone: ask at once instead of waiting for one.
+        cfg.hello_wait = cfg.hello_wait.min(Duration::from_millis(100));
     }
-    let mut s = SaharaSession::new(t, sahara.clone());
-    let info = s.read_info()?;
+    let mut s = SaharaSession::new(t, cfg);
+    let info = s.read_info();
     let (mut t, rest) = s.into_transport().into_parts();
     t.unread(&rest);
-    Ok((t, Some(info)))
+    match info {
+        Ok(i) => Ok((t, Some(i))),
+        Err(e) if fatal(&e) => Err(e),
+        Err(e) => {
+            tracing::info!(target: "qrescue::backup", "the boot ROM did not tell who it is: {}", e.what);
+            Ok((t, None))
+        }
+    }
 }
 
 /// The error for a modem whose identity is not known.
 pub fn unknown_identity(action: &str) -> Error {
     Error::failure(
         format!("qrescue will not {action} without knowing which modem this is"),
-        "the modem did not tell its serial number: a programmer was already running (only the boot ROM tells it), or the boot ROM did not answer command mode; a backup that cannot be tied to its unit could end up on another unit and destroy that unit's calibration",
+        "the modem did not tell its serial number: only the boot ROM tells it, and it did not greet (a programmer was already running, or the modem was still starting) or did not answer command mode; a backup that cannot be tied to its unit could end up on another unit and destroy that unit's calibration",
         "Power-cycle the modem into download mode (9008) so qrescue talks to its boot ROM first, and run again",
     )
 }

@@ -1242,6 +1242,15 @@ impl StoreLedger {
         })
     }
 
+    /// A ledger that holds nothing (no store, or one that cannot be read).
+    pub fn empty() -> StoreLedger {
+        StoreLedger {
+            backups: Vec::new(),
+            device: None,
+            checked: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Also require the backup's identity to match `device` (the modem connected now) in HW
     /// ID, PK hash and IMEI where both know them — not only the serial the guard asks by.
     pub fn for_device(mut self, device: &Identity) -> StoreLedger {

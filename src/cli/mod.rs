@@ -2,6 +2,7 @@
 //! objects on stdout; logs go to stderr or `--log-file`; errors map to exit codes.
 
 pub mod args;
+pub mod backup_cmds;
 pub mod bench;
 pub mod demo;
 pub mod device_cmds;
@@ -78,6 +79,8 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::UdevRules => device_cmds::udev_rules(&out),
         Command::Watch(a) => watch_cmd::run(a, &out),
         Command::Package(c) => package_cmds::run(c, &out),
+        Command::Backup(a) => backup_cmds::run(a, &out),
+        Command::Restore(a) => backup_cmds::restore(a, &out),
     };
     recording::finish(recording, result)
 }
