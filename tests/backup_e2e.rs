@@ -399,6 +399,32 @@ fn a_link_drop_mid_backup_leaves_nothing_in_the_store() {
     });
 }
 
+/// A running programmer is not asked who it is: the nop probe finds it, no identity comes back,
+/// and a session can attach to it afterwards on the same link.
+#[test]
+fn identify_leaves_a_running_programmer_alone() {
+    bounded(|| {
+        let case = emmc();
+        let (mut link, _modem) = start(&case, Vec::new());
+        {
+            let (mut fh, _) = connect(&mut link, &case);
+            fh.nop().unwrap();
+        }
+        let (t, info) = run::identify(&mut link, &SaharaConfig::default()).unwrap();
+        assert!(info.is_none());
+        let (mut fh, attach) = attach_or_upload(
+            t,
+            None,
+            &SaharaConfig::default(),
+            FirehoseOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(attach, qrescue::engine::connect::Attach::AlreadyRunning);
+        fh.nop().unwrap();
+    });
+}
+
 #[test]
 fn without_an_identity_nothing_is_backed_up() {
     let dir = tempfile::tempdir().unwrap();

@@ -953,3 +953,156 @@ pub fn restore<T: Transport>(
     })();
     steps.done(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::store::FileEntry;
+
+    fn part(name: &str, start: u64, n: u64) -> Partition {
+        Partition {
+            lun: 0,
+            name: name.into(),
+            start_sector: start,
+            num_sectors: n,
+        }
+    }
+
+    fn layout(table: Vec<Partition>, ss: u32, total: Option<u64>) -> LunLayout {
+        LunLayout {
+            lun: 0,
+            sector_size: ss,
+            pages_per_block: (ss == 4096).then_some(64),
+            total_sectors: total,
+            table,
+        }
+    }
+
+    #[test]
+    fn device_unique_and_full_choices() {
+        let nand = layout(
+            vec![
+                part("SBL", 0, 640),
+                part("MIBIB", 640, 640),
+                part("EFS2", 1280, 5632),
+                part("sec", 6912, 64),
+                part("modem", 6976, 1000),
+                part("empty", 7976, 0),
+            ],
+            4096,
+            Some(131_072),
+        );
+        let u = choose(
+            std::slice::from_ref(&nand),
+            StorageKind::Nand,
+            BackupKind::DeviceUnique,
+        );
+        let names: Vec<_> = u.iter().map(|s| s.partition.as_deref().unwrap()).collect();
+        assert_eq!(names, ["EFS2", "sec"]);
+        assert_eq!(u[0].last_sector, Some(6911));
+        assert!(u.iter().all(|s| s.device_unique && s.sector_size == 4096));
+        // On eMMC `sec` is the package's sec.dat, not unit data.
+        let emmc = layout(
+            vec![
+                part("modem", 34, 100),
+                part("modemst1", 134, 16),
+                part("sec", 150, 2),
+                part("fsg", 152, 16),
+            ],
+            512,
+            Some(1000),
+        );
+        let u = choose(
+            std::slice::from_ref(&emmc),
+            StorageKind::Emmc,
+            BackupKind::DeviceUnique,
+        );
+        let names: Vec<_> = u.iter().map(|s| s.partition.as_deref().unwrap()).collect();
+        assert_eq!(names, ["modemst1", "fsg"]);
+        assert!(u.iter().all(|s| s.last_sector.is_none()));
+
+        // Full: every sized partition; on eMMC also the table areas before and after.
+        let f = choose(&[emmc], StorageKind::Emmc, BackupKind::Full);
+        assert_eq!(f.len(), 6);
+        assert_eq!(
+            (f[0].partition.clone(), f[0].start_sector, f[0].sectors),
+            (None, 0, 34)
+        );
+        assert_eq!(
+            (f[5].partition.clone(), f[5].start_sector, f[5].sectors),
+            (None, 168, 832)
+        );
+        let f = choose(&[nand], StorageKind::Nand, BackupKind::Full);
+        assert_eq!(
+            f.len(),
+            5,
+            "no empty partition, no table areas outside partitions on NAND"
+        );
+        assert!(f.iter().all(|s| s.partition.is_some()));
+    }
+
+    fn entry(name: Option<&str>, start: u64, n: u64) -> RestoreStep {
+        RestoreStep {
+            file: FileEntry {
+                name: "000_lun0_x.bin".into(),
+                partition: name.map(str::to_string),
+                lun: 0,
+                start_sector: start,
+                sectors: n,
+                sector_size: 512,
+                last_sector: None,
+                bytes: n * 512,
+                sha256: "0".repeat(64),
+                device_unique: true,
+            },
+            erase: false,
+        }
+    }
+
+    fn plan(steps: Vec<RestoreStep>) -> RestorePlan {
+        RestorePlan {
+            backup: "b".into(),
+            unit: "0x00000001".into(),
+            storage: StorageKind::Emmc,
+            bytes: 0,
+            steps,
+        }
+    }
+
+    #[test]
+    fn restore_checks_the_layout_before_writing() {
+        let now = |t| vec![(0u32, Some(layout(t, 512, Some(1000))))];
+        let table = vec![part("modemst1", 134, 16), part("fsg", 152, 16)];
+        let mut logs = Vec::new();
+        let ok = plan(vec![entry(Some("MODEMST1"), 134, 16)]);
+        assert!(check_layout(&ok, &now(table.clone()), &mut logs).is_ok());
+        // Moved, resized, gone.
+        for t in [
+            vec![part("modemst1", 200, 16)],
+            vec![part("modemst1", 134, 8)],
+            vec![part("fsg", 152, 16)],
+        ] {
+            let e = check_layout(&ok, &now(t), &mut logs).unwrap_err();
+            assert!(e.next.starts_with("Nothing was written"), "{e}");
+        }
+        // Other sector size.
+        let e = check_layout(
+            &ok,
+            &[(0, Some(layout(table.clone(), 4096, None)))],
+            &mut logs,
+        )
+        .unwrap_err();
+        assert!(e.what.contains("4096-byte sectors"), "{e}");
+        // A table area must not overlap a partition now.
+        let area = plan(vec![entry(None, 0, 140)]);
+        assert!(check_layout(&area, &now(table.clone()), &mut logs).is_err());
+        let area = plan(vec![entry(None, 0, 34)]);
+        assert!(check_layout(&area, &now(table), &mut logs).is_ok());
+        // No readable table: only a plan that writes the table area back may go on.
+        let unreadable = vec![(0u32, None)];
+        assert!(check_layout(&ok, &unreadable, &mut logs).is_err());
+        let full = plan(vec![entry(None, 0, 34), entry(Some("modemst1"), 134, 16)]);
+        assert!(check_layout(&full, &unreadable, &mut logs).is_ok());
+        assert!(logs.iter().any(|l| l.contains("could not be read")));
+    }
+}
