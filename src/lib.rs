@@ -4,6 +4,7 @@
 //! `transport` is the one I/O seam; `engine` drives protocols over a transport and emits events;
 //! `sim` is the emulated modem; `cli` holds one runner per subcommand.
 
+pub mod backup;
 pub mod cli;
 pub mod device;
 pub mod engine;

@@ -123,6 +123,13 @@ pub enum Command {
     /// Recent flashes and how they ended (running, finished, failed, cancelled, interrupted),
     /// also those that ran on after the terminal went away.
     Status(StatusArgs),
+    /// Back up the modem's own data (calibration, IMEI: efs2 / modemst1 / modemst2 / fsg …, or
+    /// every partition with --full), verified and kept with its identity; `backup list`,
+    /// `backup verify BACKUP`.
+    Backup(BackupArgs),
+    /// Write a backup back to the modem it was taken from (same unit only), after showing the
+    /// plan and a typed confirmation.
+    Restore(RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -460,4 +467,85 @@ pub struct WatchArgs {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long = "for", value_name = "SECONDS")]
     pub for_secs: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    // Required to make a backup, not for `list`/`verify`; "-" stands for "not given".
+    mut_arg("port", |a| a.required(false).default_value("-").hide_default_value(true)),
+    after_help = "Exit codes: 0 the backup was made and verified, 1 failed (nothing is recorded), \
+        2 usage, 5 a verification mismatch (two reads of the modem differ, or `backup verify` \
+        found a damaged file), 6 the modem was lost."
+)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+    #[command(flatten)]
+    pub fh: FirehoseArgs,
+    /// Back up every partition and the partition table areas, not only the modem's own data.
+    #[arg(long)]
+    pub full: bool,
+    /// The folder that keeps the backups (default: $QRESCUE_DATA_DIR/backups, else
+    /// $XDG_DATA_HOME/qrescue/backups, else ~/.local/share/qrescue/backups). Each backup is a
+    /// new folder inside it; nothing is overwritten.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Do not reset the modem at the end (it stays in the programmer).
+    #[arg(long)]
+    pub no_reset: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// List the backups on file (oldest first): unit, time, kind, size, partitions.
+    List(BackupStoreArgs),
+    /// Re-read every file of a backup and compare it with the sha256 in its manifest.
+    Verify(BackupVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupStoreArgs {
+    /// The folder that keeps the backups (default as for `qrescue backup`).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupVerifyArgs {
+    /// The backup: its name from `qrescue backup list`, or the path of its folder.
+    #[arg(value_name = "BACKUP")]
+    pub backup: String,
+    #[command(flatten)]
+    pub store: BackupStoreArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 restored and read back, 1 refused or failed (a refusal sends \
+        nothing: another unit, a damaged backup, a changed partition table, no confirmation), \
+        2 usage, 5 the read-back differs from the backup, 6 the modem was lost."
+)]
+pub struct RestoreArgs {
+    /// The backup: its name from `qrescue backup list`, or the path of its folder.
+    #[arg(value_name = "BACKUP")]
+    pub backup: String,
+    #[command(flatten)]
+    pub port: PortArgs,
+    /// The programmer to upload if the modem is still in Sahara.
+    #[arg(long, value_name = "FILE")]
+    pub programmer: Option<PathBuf>,
+    /// Restore only these partitions of the backup (repeatable, or comma separated).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Write without asking for the typed confirmation (for scripts). Without it, qrescue asks
+    /// on a terminal and refuses when there is none.
+    #[arg(long)]
+    pub yes: bool,
+    /// Do not reset the modem at the end (it stays in the programmer).
+    #[arg(long)]
+    pub no_reset: bool,
+    #[command(flatten)]
+    pub store: BackupStoreArgs,
 }

@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 use crate::cli::args::{DemoArgs, DemoScenario, StorageArg};
 use crate::cli::firehose_cmds::EventPrinter;
 use crate::cli::output::{self, Output};
-use crate::cli::package_cmds::{self, NoBackupStore};
+use crate::cli::package_cmds;
+use crate::engine::guards::MemoryLedger;
 use crate::cli::{recording, sahara_cmds, signals};
 use crate::device::classify::Mode;
 use crate::device::identity::DeviceId;
@@ -89,6 +90,9 @@ impl Steps {
         self.out.line(format!("   {why}"));
     }
 }
+
+/// Where a verified backup would lift a refusal in the demo.
+const DEMO_BACKUP_NOTE: &str = "(In the demo there is no backup of the emulated modem; with a real modem, `qrescue backup` makes one.)";
 
 fn pause(args: &DemoArgs) {
     if !args.fast {
@@ -288,10 +292,12 @@ fn rescue(
             modem_revision: Some(world.modem_revision().into()),
             ..PrepareRequest::default()
         },
-        &NoBackupStore,
+        // The emulated unit has no backups: the demo never reads or fills the person's real
+        // backup store.
+        &MemoryLedger::new(),
         Some(&serial),
     )?;
-    let verdict = package_cmds::verdict(&p);
+    let verdict = package_cmds::verdict(&p, DEMO_BACKUP_NOTE);
     out.json_line(&json!({"event": "package", "package": &p, "verdict": &verdict}));
     print_check(&p, out);
     if let Some(e) = verdict.to_error() {

@@ -2,6 +2,7 @@
 //! objects on stdout; logs go to stderr or `--log-file`; errors map to exit codes.
 
 pub mod args;
+pub mod backup_cmds;
 pub mod bench;
 pub mod console_cmd;
 pub mod demo;
@@ -89,6 +90,8 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Watch(a) => watch_cmd::run(a, &out),
         Command::Package(c) => package_cmds::run(c, &out),
         Command::Status(a) => status_cmd::run(a, &out),
+        Command::Backup(a) => backup_cmds::run(a, &out),
+        Command::Restore(a) => backup_cmds::restore(a, &out),
     };
     recording::finish(recording, result)
 }

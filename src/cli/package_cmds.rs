@@ -3,47 +3,60 @@
 //! plan, compatibility, the device-unique-data guard — printed for people or as JSON, and, for a
 //! flash, refused before the port is even opened when anything is wrong.
 //!
-//! There is no backup store yet, so the ledger here is always empty ([`NoBackupStore`]): steps
-//! that would destroy device-unique data are refused, and the message says that a verified
-//! backup is required and that the package's `_update` set is the safe choice.
+//! The guard asks the backup store ([`StoreLedger`] over the default store): a step that would
+//! destroy device-unique data passes only when a verified backup of exactly that partition of
+//! this modem is on file. Backups are matched by the modem's Sahara serial, which only the boot
+//! ROM tells: so `flash PACKAGE`, when backups are on file, first asks the modem who it is over
+//! Sahara command mode (nothing is uploaded or written) and then prepares with that identity.
+//! `package inspect` and `--dry-run` have no modem, so nothing can be matched there.
 
 use std::path::Path;
 
 use serde_json::json;
 
+use crate::backup::run::identify;
+use crate::backup::store::StoreLedger;
+use crate::backup::Identity;
 use crate::cli::args::{FlashArgs, InspectArgs, PackageChoiceArgs, PackageCommand, StorageArg};
 use crate::cli::firehose_cmds::EventPrinter;
 use crate::cli::output::{self, Output};
-use crate::cli::{port, recording, signals};
+use crate::cli::{backup_cmds, port, recording, signals};
 use crate::engine::events::StepKind;
 use crate::engine::firehose::{PowerMode, StorageKind};
 use crate::engine::flash::{self, FlashJob, FlashPlan};
-use crate::engine::guards::{BackupLedger, Region, VerifiedBackupRef};
 use crate::engine::prepare::{
     prepare, CompatReport, PrepareRequest, Prepared, ProgrammerUse, Stage, Verdict,
 };
+use crate::engine::sahara::SaharaConfig;
 use crate::sim::device::DeviceConfig;
 use crate::sim::dryrun;
 use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
 use crate::sim::inproc::InProcessModem;
 use crate::sim::profile::Profile;
-use crate::transport::{pipe, Framing};
+use crate::transport::{pipe, Framing, Transport};
 use crate::Error;
 
-/// The backup ledger until the backup store exists: it holds nothing.
-#[derive(Debug, Clone, Copy)]
-pub struct NoBackupStore;
-
-impl BackupLedger for NoBackupStore {
-    fn verified_backup(&self, _unit: &str, _region: &Region) -> Option<VerifiedBackupRef> {
-        None
+/// The guard's ledger over the default backup store. A store that cannot be read counts as
+/// empty (logged): the guard then refuses what needs a backup, which is the safe side.
+pub fn store_ledger() -> (StoreLedger, String) {
+    let Some(store) = backup_cmds::default_store() else {
+        return (StoreLedger::empty(), "(no backup folder)".into());
+    };
+    let root = store.root().display().to_string();
+    match StoreLedger::new(&store) {
+        Ok(l) => (l, root),
+        Err(e) => {
+            tracing::warn!("the backup store cannot be read: {}: {}", e.what, e.why);
+            (StoreLedger::empty(), root)
+        }
     }
 }
 
-/// Added to refusals that a verified backup would lift.
-const NO_STORE: &str = "(qrescue cannot make or keep backups yet — the backup store comes in a \
-    later version — so no verified backup can be on file: today the safe choice is the \
-    package's _update set.)";
+/// Added to refusals a verified backup would lift, when no backup can be matched: `package
+/// inspect` and dry runs have no modem to ask.
+const NO_MODEM: &str = "(There is no modem here to match a backup to: `qrescue flash PACKAGE \
+    --port PORT` reads the modem's serial and looks for a verified backup of it made with \
+    `qrescue backup`.)";
 
 pub fn run(cmd: &PackageCommand, out: &Output) -> crate::Result<()> {
     match cmd {
@@ -68,15 +81,18 @@ fn request(
     }
 }
 
-/// The verdict, with the note that no backup can be on file yet where a backup would help (also
-/// used by `qrescue demo`).
-pub(crate) fn verdict(p: &Prepared) -> Verdict {
+/// The verdict, with `note` added where a verified backup would lift a refusal (also used by
+/// `qrescue demo`).
+pub(crate) fn verdict(p: &Prepared, note: &str) -> Verdict {
     let mut v = p.verdict();
+    if note.is_empty() {
+        return v;
+    }
     for r in &mut v.reasons {
         let backup_helps = r.stage == Stage::Guard
             || (r.stage == Stage::Compatibility && r.next.contains("back up"));
-        if backup_helps && !r.next.contains(NO_STORE) {
-            r.next = format!("{} {NO_STORE}", r.next);
+        if backup_helps && !r.next.contains(note) {
+            r.next = format!("{} {note}", r.next);
         }
     }
     v
@@ -84,8 +100,9 @@ pub(crate) fn verdict(p: &Prepared) -> Verdict {
 
 fn inspect(a: &InspectArgs, out: &Output) -> crate::Result<()> {
     let req = request(&a.path, &a.choice, a.programmer.as_deref(), a.storage);
-    let p = prepare(&req, &NoBackupStore, None)?;
-    let v = verdict(&p);
+    let (ledger, _) = store_ledger();
+    let p = prepare(&req, &ledger, None)?;
+    let v = verdict(&p, NO_MODEM);
     out.json_line(&json!({ "event": "package_inspect", "package": &p, "verdict": &v }));
     print_report(&p, &v, out);
     match v.to_error() {
@@ -141,6 +158,8 @@ fn kind_word(k: StepKind) -> &'static str {
         StepKind::SaharaUpload => "upload",
         StepKind::Configure => "config",
         StepKind::Reset => "reset",
+        StepKind::Read => "read",
+        StepKind::Verify => "verify",
     }
 }
 
@@ -505,9 +524,47 @@ pub fn flash_package(args: &FlashArgs, package: &Path, out: &Output) -> crate::R
         args.fh.programmer.as_deref(),
         args.fh.storage,
     );
-    let p = prepare(&req, &NoBackupStore, None)?;
-    let v = verdict(&p);
-    out.json_line(&json!({ "event": "package", "package": &p, "verdict": &v }));
+    let (ledger, store_root) = store_ledger();
+    // With backups on file, the modem is asked who it is first (Sahara command mode: nothing
+    // is uploaded or written), so the guard can match a backup to it. Without any, there is
+    // nothing to match and the port stays closed until the package passed.
+    let mut link: Option<Box<dyn Transport>> = None;
+    let mut identity: Option<Identity> = None;
+    if !args.dry_run && !ledger.is_empty() {
+        let (t, info) = identify(port::open(&args.fh.port)?, &SaharaConfig::default())?;
+        identity = info
+            .as_ref()
+            .map(Identity::from_device_info)
+            .filter(|i| i.unit_key().is_some());
+        link = Some(Box::new(t));
+    }
+    let unit = identity.as_ref().and_then(Identity::unit_key);
+    let note = match (&unit, args.dry_run) {
+        (_, true) => NO_MODEM.to_string(),
+        (Some(u), false) => {
+            out.line(format!(
+                "Modem: unit {u} ({} backup(s) of it on file in {store_root})",
+                ledger.backups_of(u).len()
+            ));
+            String::new()
+        }
+        (None, false) if ledger.is_empty() => format!(
+            "(No backup is on file in {store_root}: make one with `qrescue backup --port PORT \
+             --programmer FILE`; a flash finds it by the modem's serial.)"
+        ),
+        (None, false) => "(qrescue could not read this modem's serial — only its boot ROM tells \
+             it, and it did not greet: a programmer was already running, or the modem was still \
+             starting — so no backup could be matched to it: power-cycle the modem into download \
+             mode (9008) and run again.)"
+            .to_string(),
+    };
+    let ledger = match &identity {
+        Some(id) => ledger.for_device(id),
+        None => ledger,
+    };
+    let p = prepare(&req, &ledger, unit.as_deref())?;
+    let v = verdict(&p, &note);
+    out.json_line(&json!({ "event": "package", "package": &p, "verdict": &v, "unit": unit }));
     print_before_flash(&p, &v, out);
     if let Some(e) = v.to_error() {
         recording::mark("package refused before anything was sent");
@@ -529,7 +586,10 @@ pub fn flash_package(args: &FlashArgs, package: &Path, out: &Output) -> crate::R
         reset,
         ..FlashJob::default()
     };
-    let t = port::open(&args.fh.port)?;
+    let t = match link {
+        Some(t) => t,
+        None => port::open(&args.fh.port)?,
+    };
     out.line("");
     let mut printer = EventPrinter::new(*out);
     let report = flash::run(t, plan, &job, &mut |e| printer.event(&e), signals::flag())?;
@@ -705,16 +765,5 @@ mod tests {
             "/dev/x"
         ])
         .is_ok());
-    }
-
-    #[test]
-    fn the_empty_ledger_holds_nothing() {
-        let r = Region {
-            lun: 0,
-            start_sector: 1280,
-            num_sectors: 5632,
-            sector_size: 4096,
-        };
-        assert!(NoBackupStore.verified_backup("unit", &r).is_none());
     }
 }

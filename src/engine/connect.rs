@@ -263,6 +263,27 @@ fn probe<T: Transport>(
     }
 }
 
+/// Send `<nop/>` on a port that said nothing and wait up to `wait` for a Firehose answer: `true`
+/// when a programmer answered (its answer is consumed), `false` otherwise. Every other byte read
+/// is pushed back. A boot ROM waiting for HELLO_RESP skips the probe's XML (PROTOCOLS.md §9.1),
+/// so this is safe to send to either.
+pub fn probe_programmer<T: Transport>(
+    t: &mut Pushback<T>,
+    fh: &FirehoseOptions,
+    wait: Duration,
+) -> crate::Result<bool> {
+    match probe(t, fh, wait)? {
+        Probe::Answered(rest) => {
+            t.unread(&rest);
+            Ok(true)
+        }
+        Probe::NoAnswer(bytes, _) => {
+            t.unread(&bytes);
+            Ok(false)
+        }
+    }
+}
+
 /// After the Sahara layer met XML instead of HELLO (a programmer that answered the probe late, or
 /// the recovery HELLO_RESP): drop the documents still arriving until the port is quiet, so the
 /// first real command gets its own answer. Returns bytes of an unfinished document.

@@ -27,6 +27,10 @@ pub enum StepKind {
     Patch,
     SetBootable,
     Reset,
+    /// Read sectors from the device (a backup).
+    Read,
+    /// Check data already moved: a second read of the device, or a read-back of files.
+    Verify,
 }
 
 /// One step as announced in the plan.

@@ -22,6 +22,8 @@ fn kind_word(k: StepKind) -> &'static str {
         StepKind::Patch => "patch",
         StepKind::SetBootable => "bootable",
         StepKind::Reset => "reset",
+        StepKind::Read => "read",
+        StepKind::Verify => "verify",
     }
 }
 
@@ -31,6 +33,8 @@ fn active_word(k: StepKind) -> &'static str {
         StepKind::Erase => "erasing",
         StepKind::Program => "writing",
         StepKind::Reset => "resetting",
+        StepKind::Read => "reading",
+        StepKind::Verify => "verifying",
         _ => "working",
     }
 }

@@ -1,0 +1,457 @@
+//! `qrescue backup` (make one), `qrescue backup list`, `qrescue backup verify BACKUP` and
+//! `qrescue restore BACKUP`: the front end of [`crate::backup`].
+//!
+//! A backup starts with the boot ROM's identity (Sahara command mode), then uploads the
+//! programmer like `flash` does and saves the device-unique partitions (or, with `--full`,
+//! everything). A restore shows its plan first and writes only after a typed confirmation (or
+//! `--yes`), only to the same unit.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::backup::run::{self, BackupOptions, RestorePlan};
+use crate::backup::store::{self, BackupKind, Store, StoredBackup};
+use crate::backup::Identity;
+use crate::cli::args::{BackupArgs, BackupCommand, BackupStoreArgs, BackupVerifyArgs, RestoreArgs};
+use crate::cli::output::{self, Output};
+use crate::cli::port::PortSpec;
+use crate::cli::{port, recording, sahara_cmds, signals};
+use crate::engine::connect::{attach_or_upload, Attach};
+use crate::engine::events::{EngineEvent, StepKind};
+use crate::engine::firehose::{FirehoseOptions, FirehoseSession, PowerMode, StorageKind};
+use crate::engine::sahara::SaharaConfig;
+use crate::transport::{Pushback, Transport};
+use crate::{Error, ErrorKind};
+
+pub fn run(a: &BackupArgs, out: &Output) -> crate::Result<()> {
+    match &a.command {
+        Some(BackupCommand::List(l)) => list(l, out),
+        Some(BackupCommand::Verify(v)) => verify(v, out),
+        None => make(a, out),
+    }
+}
+
+/// The store at `dir`, or the default one.
+pub fn store_at(dir: Option<&Path>) -> crate::Result<Store> {
+    match dir {
+        Some(d) => Ok(Store::new(d)),
+        None => Store::open_default(),
+    }
+}
+
+fn kind_word(k: StepKind) -> &'static str {
+    match k {
+        StepKind::Read => "read",
+        StepKind::Verify => "verify",
+        StepKind::Erase => "erase",
+        StepKind::Program => "write",
+        StepKind::SaharaUpload => "upload",
+        StepKind::Configure => "configure",
+        StepKind::Patch => "patch",
+        StepKind::SetBootable => "boot",
+        StepKind::Reset => "reset",
+    }
+}
+
+/// Engine events of a backup or restore for people (progress at most once a second per step)
+/// or as JSON lines.
+struct Printer {
+    out: Output,
+    steps: Vec<(StepKind, String)>,
+    last: Option<Instant>,
+}
+
+impl Printer {
+    fn new(out: Output) -> Self {
+        Printer {
+            out,
+            steps: Vec::new(),
+            last: None,
+        }
+    }
+
+    fn event(&mut self, e: &EngineEvent) {
+        recording::engine_event(e);
+        self.out.json_line(e);
+        match e {
+            EngineEvent::Plan { steps, total_bytes } => {
+                self.steps = steps.iter().map(|s| (s.kind, s.name.clone())).collect();
+                self.out.line(format!(
+                    "Plan: {} steps, {} through the link.",
+                    steps.len(),
+                    output::bytes(*total_bytes)
+                ));
+            }
+            EngineEvent::StepStarted { index, bytes, .. } => {
+                self.last = Some(Instant::now());
+                let (kind, name) = self
+                    .steps
+                    .get(*index)
+                    .cloned()
+                    .unwrap_or((StepKind::Read, String::new()));
+                let size = if *bytes > 0 {
+                    format!(" ({})", output::bytes(*bytes))
+                } else {
+                    String::new()
+                };
+                self.out.line(format!(
+                    "[{:>2}/{}] {} {name}{size}",
+                    index + 1,
+                    self.steps.len(),
+                    kind_word(kind)
+                ));
+            }
+            EngineEvent::Progress {
+                done,
+                total,
+                bytes_per_s,
+                ..
+            } => {
+                if self
+                    .last
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                    && done < total
+                {
+                    self.last = Some(Instant::now());
+                    self.out.line(format!(
+                        "        {:>3}%  {} of {}  {}",
+                        done * 100 / (*total).max(1),
+                        output::bytes(*done),
+                        output::bytes(*total),
+                        output::rate(*bytes_per_s)
+                    ));
+                }
+            }
+            EngineEvent::StepFinished { .. } => {}
+            EngineEvent::StepFailed { what, .. } => {
+                self.out.line(format!("        FAILED: {what}"))
+            }
+            EngineEvent::Log { message } => self.out.line(format!("        {message}")),
+            EngineEvent::Done { .. } => {}
+        }
+    }
+}
+
+/// The opened port, bytes already read pushed back.
+type Link = Pushback<Box<dyn Transport>>;
+
+/// Open the port and read the boot ROM's identity (nothing is uploaded yet).
+fn open_identified(
+    port_args: &crate::cli::args::PortArgs,
+) -> crate::Result<(Link, Option<Identity>)> {
+    let t = port::open(port_args)?;
+    let (t, info) = run::identify(t, &SaharaConfig::default())?;
+    let identity = info
+        .as_ref()
+        .map(Identity::from_device_info)
+        .filter(|i| i.unit_key().is_some());
+    Ok((t, identity))
+}
+
+/// Upload the programmer (or attach to a running one) on an identified link.
+fn start_programmer(
+    t: Link,
+    programmer: Option<&Path>,
+    out: &Output,
+) -> crate::Result<FirehoseSession<impl Transport>> {
+    let image = programmer.map(sahara_cmds::read_programmer).transpose()?;
+    let (s, attach) = attach_or_upload(
+        t,
+        image.as_deref(),
+        &SaharaConfig::default(),
+        FirehoseOptions::default(),
+        &mut |_| {},
+    )?;
+    match (&attach, programmer) {
+        (Attach::Uploaded(r), Some(p)) => out.line(format!(
+            "Uploaded programmer {} ({}) in {:.2} s.",
+            p.display(),
+            output::bytes(r.bytes_sent),
+            r.elapsed_ms as f64 / 1000.0
+        )),
+        _ => out.line("A programmer is already running; attached to it."),
+    }
+    Ok(s)
+}
+
+fn print_identity(id: &Identity, out: &Output) {
+    for l in id.describe() {
+        out.line(format!("  {l}"));
+    }
+}
+
+fn make(a: &BackupArgs, out: &Output) -> crate::Result<()> {
+    if matches!(&a.fh.port.port, PortSpec::Path(p) if p.as_os_str() == "-") {
+        return Err(Error::usage(
+            "Say which modem to back up with --port",
+            "e.g. qrescue backup --port /dev/ttyUSB0 --programmer prog_nand_firehose_9x07.mbn (see also `qrescue backup list`)",
+        ));
+    }
+    let store = store_at(a.out.as_deref())?;
+    match store.cleanup_incomplete() {
+        Ok(gone) if !gone.is_empty() => out.line(format!(
+            "Removed {} folder(s) left by interrupted backups in {}.",
+            gone.len(),
+            store.root().display()
+        )),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{}: {}", e.what, e.why),
+    }
+    let storage: StorageKind = a.fh.storage.map(Into::into).unwrap_or(StorageKind::Nand);
+    let kind = if a.full {
+        BackupKind::Full
+    } else {
+        BackupKind::DeviceUnique
+    };
+    if let Some(p) = &a.fh.programmer {
+        // A missing or wrong file is a usage error before the port is opened.
+        sahara_cmds::read_programmer(p)?;
+    }
+    let (t, identity) = open_identified(&a.fh.port)?;
+    let identity = identity.ok_or_else(|| run::unknown_identity("make a backup"))?;
+    out.line("Modem:");
+    print_identity(&identity, out);
+    let mut fh = start_programmer(t, a.fh.programmer.as_deref(), out)?;
+    out.line(format!(
+        "Backing up {} of the {} into {}.",
+        if a.full {
+            "every partition"
+        } else {
+            "the partitions that hold this modem's own data"
+        },
+        storage.memory_name(),
+        store.root().display()
+    ));
+    let mut printer = Printer::new(*out);
+    let b = run::take_backup(
+        &mut fh,
+        &identity,
+        &store,
+        &BackupOptions { kind, storage },
+        &mut |e| printer.event(&e),
+        signals::flag(),
+    )?;
+    out.json_line(&json!({
+        "event": "backup", "name": b.name, "path": b.path, "manifest": b.manifest,
+    }));
+    let parts: Vec<&str> = b
+        .manifest
+        .files
+        .iter()
+        .filter_map(|f| f.partition.as_deref())
+        .collect();
+    out.line(format!(
+        "Backup {} saved: {} file(s), {}, {}.",
+        b.name,
+        b.manifest.files.len(),
+        output::bytes(b.manifest.total_bytes()),
+        b.path.display()
+    ));
+    out.line(format!("  partitions: {}", parts.join(", ")));
+    out.line("  verified: every partition read twice with the same sha256, every file read back from disk.");
+    finish(&mut fh, a.no_reset, out)
+}
+
+fn list(a: &BackupStoreArgs, out: &Output) -> crate::Result<()> {
+    let store = store_at(a.store.as_deref())?;
+    let l = store.list()?;
+    out.json_line(&json!({
+        "event": "backup_list",
+        "store": store.root(),
+        "backups": l.backups.iter().map(|b| json!({
+            "name": b.name, "path": b.path, "unit": b.manifest.unit(),
+            "created": b.manifest.created_utc, "kind": b.manifest.kind,
+            "storage": b.manifest.storage, "bytes": b.manifest.total_bytes(),
+            "partitions": b.manifest.files.iter().filter_map(|f| f.partition.clone()).collect::<Vec<_>>(),
+            "identity": b.manifest.identity,
+        })).collect::<Vec<_>>(),
+        "damaged": l.damaged,
+        "incomplete": l.incomplete.len(),
+    }));
+    out.line(format!("Backups in {}:", store.root().display()));
+    if l.backups.is_empty() {
+        out.line("  none");
+    }
+    for b in &l.backups {
+        let m = &b.manifest;
+        out.line(format!(
+            "  {}  unit {}  {}  {}, {} file(s), {}",
+            b.name,
+            m.unit(),
+            m.created_utc,
+            m.kind.as_str(),
+            m.files.len(),
+            output::bytes(m.total_bytes())
+        ));
+        let parts: Vec<&str> = m
+            .files
+            .iter()
+            .filter_map(|f| f.partition.as_deref())
+            .collect();
+        out.line(format!("      {}", parts.join(", ")));
+    }
+    for d in &l.damaged {
+        out.line(format!("  NOT A BACKUP: {} ({})", d.name, d.why));
+    }
+    if !l.incomplete.is_empty() {
+        out.line(format!(
+            "  {} interrupted backup folder(s) (hidden, never used; the next `qrescue backup` removes them)",
+            l.incomplete.len()
+        ));
+    }
+    Ok(())
+}
+
+fn verify(a: &BackupVerifyArgs, out: &Output) -> crate::Result<()> {
+    let store = store_at(a.store.store.as_deref())?;
+    let b = store.get(&a.backup)?;
+    let r = b.verify()?;
+    out.json_line(&json!({ "event": "backup_verified", "report": r, "path": b.path }));
+    out.line(format!(
+        "Backup {} is intact: {} file(s), {}, each matches the sha256 in its manifest.",
+        r.backup,
+        r.files,
+        output::bytes(r.bytes)
+    ));
+    Ok(())
+}
+
+/// Reset the modem (or say that it stays in the programmer).
+fn finish<T: Transport>(
+    fh: &mut FirehoseSession<T>,
+    no_reset: bool,
+    out: &Output,
+) -> crate::Result<()> {
+    if no_reset {
+        out.line("The modem stays in download mode with the programmer running (--no-reset).");
+        return Ok(());
+    }
+    fh.power(PowerMode::Reset, 1)?;
+    out.line("The modem was reset.");
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------- restore
+
+fn print_plan(b: &StoredBackup, plan: &RestorePlan, out: &Output) {
+    let m = &b.manifest;
+    out.line(format!(
+        "Restore backup {} ({} backup of unit {}, taken {}) to the modem:",
+        b.name,
+        m.kind.as_str(),
+        plan.unit,
+        m.created_utc
+    ));
+    for s in &plan.steps {
+        let f = &s.file;
+        let name = f.partition.clone().unwrap_or_else(|| "(table area)".into());
+        out.line(format!(
+            "  {:<7} {:<14} LUN {} sectors {}..{}  {:>10}  sha256 {}…",
+            if s.erase { "erase+w" } else { "write" },
+            name,
+            f.lun,
+            f.start_sector,
+            f.start_sector + f.sectors,
+            output::bytes(f.bytes),
+            &f.sha256[..12]
+        ));
+    }
+    out.line(format!(
+        "  then every region is read back and compared; {} in all.",
+        output::bytes(plan.bytes)
+    ));
+    out.line("  Nothing is written unless the modem is this very unit and its partitions lie where they did.");
+}
+
+/// Ask for the typed phrase on the terminal; refuse without one.
+fn confirm(phrase: &str) -> crate::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::usage(
+            "qrescue restore writes to the modem and asks for a typed confirmation, but there is no terminal to ask on",
+            "Run it in a terminal, or add --yes if a script really means it",
+        ));
+    }
+    let mut err = std::io::stderr();
+    let _ = write!(err, "Type `{phrase}` to write this backup to the modem: ");
+    let _ = err.flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+        Error::usage(
+            "Could not read the confirmation",
+            "Run it again in a terminal",
+        )
+        .with_source(e)
+    })?;
+    if line.trim() != phrase {
+        return Err(Error::new(
+            ErrorKind::Failure,
+            "Not confirmed: nothing was written",
+            format!("the answer was not `{phrase}`"),
+            "Run the restore again and type the phrase exactly",
+        ));
+    }
+    Ok(())
+}
+
+pub fn restore(a: &RestoreArgs, out: &Output) -> crate::Result<()> {
+    let store = store_at(a.store.store.as_deref())?;
+    let b = store.get(&a.backup)?;
+    let plan = run::plan_restore(&b, &a.only)?;
+    out.json_line(&json!({ "event": "restore_plan", "plan": plan }));
+    print_plan(&b, &plan, out);
+    if !a.yes {
+        confirm(&format!("restore {}", plan.unit))?;
+    }
+    // Every file is checked before the port is opened.
+    b.verify()?;
+    if let Some(p) = &a.programmer {
+        sahara_cmds::read_programmer(p)?;
+    }
+    let (t, identity) = open_identified(&a.port)?;
+    let identity = identity.ok_or_else(|| run::unknown_identity("restore a backup"))?;
+    out.line("Modem:");
+    print_identity(&identity, out);
+    // The unit is checked before the programmer goes up (run::restore checks again).
+    if let Err(why) = b.manifest.identity.same_unit(&identity) {
+        return Err(Error::failure(
+            format!("Backup {} is not from this modem; nothing was written", b.name),
+            format!("{why}; calibration and IMEI belong to one unit, and another unit's data would leave this one without signal"),
+            "Restore a backup of this very modem (see `qrescue backup list`), or make a new backup",
+        ));
+    }
+    let mut fh = start_programmer(t, a.programmer.as_deref(), out)?;
+    let mut printer = Printer::new(*out);
+    let report = run::restore(
+        &mut fh,
+        &b,
+        &plan,
+        &identity,
+        &mut |e| printer.event(&e),
+        signals::flag(),
+    )?;
+    out.json_line(&json!({ "event": "restored", "report": report }));
+    out.line(format!(
+        "Restored {} region(s) ({}) from {} and read each back: all match the backup.",
+        report.regions,
+        output::bytes(report.bytes),
+        b.name
+    ));
+    out.line(
+        "The modem stays in download mode; power-cycle it (or reset) to boot with its own data.",
+    );
+    Ok(())
+}
+
+/// The store the guard consults when flashing (`qrescue flash PACKAGE`).
+pub fn default_store() -> Option<Store> {
+    match store::default_root() {
+        Ok(root) => Some(Store::new(root)),
+        Err(e) => {
+            tracing::info!("no backup store: {}", e.what);
+            None
+        }
+    }
+}
