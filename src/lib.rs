@@ -8,6 +8,7 @@ pub mod cli;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod explain;
 pub mod package;
 pub mod protocol;
 pub mod record;
