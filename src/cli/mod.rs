@@ -53,10 +53,18 @@ fn report_error(out: &Output, e: &crate::Error) {
     // The `error:` block below is what people read; the log (at debug, e.g. with --log-file
     // and -vv) only records it, so stderr does not show the same error twice.
     tracing::debug!(kind = ?e.kind, "{}", e.what);
+    let explained = crate::explain::explain_error(e);
     if out.json {
-        out.always_json(&e.to_json());
+        let mut j = e.to_json();
+        if let Some(x) = &explained {
+            j["error"]["explanation"] = serde_json::json!(x);
+        }
+        out.always_json(&j);
     }
     eprintln!("error: {e}");
+    if let Some(x) = explained {
+        eprintln!("  → {}", x.one_line());
+    }
 }
 
 /// Run one parsed command line.

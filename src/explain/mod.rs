@@ -304,6 +304,40 @@ pub fn first_cause(findings: &[Finding]) -> Option<&Finding> {
         })
 }
 
+/// A reading of a qrescue error's underlying text (its lower-level cause, then `why`, then
+/// `what`) that adds something: a problem, not a generic wrapper, and not what the error already
+/// says (errors built from the Firehose table carry that table's words already).
+pub fn explain_error(e: &crate::Error) -> Option<Explanation> {
+    let source = e.source.as_ref().map(|s| s.to_string());
+    let found = source
+        .iter()
+        .chain([&e.why, &e.what])
+        .filter_map(|t| explain(t, Context::Any))
+        .find(|x| x.severity.is_problem() && !x.generic && x.title != e.what && x.next != e.next);
+    found
+}
+
+/// The explanation shown with an engine event: a `log` event whose message is known and not
+/// harmless (engine messages and device lines it passes on are read as Firehose-phase text).
+pub fn explain_event(e: &crate::engine::events::EngineEvent) -> Option<Explanation> {
+    match e {
+        crate::engine::events::EngineEvent::Log { message } => {
+            explain(message, Context::Firehose).filter(|x| !x.is_benign())
+        }
+        _ => None,
+    }
+}
+
+/// An engine event as `--json` prints it: the event object, plus an `explanation` object when
+/// [`explain_event`] has one.
+pub fn event_json(e: &crate::engine::events::EngineEvent) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or(serde_json::Value::Null);
+    if let (Some(x), Some(obj)) = (explain_event(e), v.as_object_mut()) {
+        obj.insert("explanation".into(), serde_json::json!(x));
+    }
+    v
+}
+
 /// The worst severity among `findings` (None when there are none).
 pub fn worst(findings: &[Finding]) -> Option<Severity> {
     findings.iter().map(|f| f.explanation.severity).max()

@@ -368,3 +368,56 @@ proptest! {
         prop_assert!(f.iter().all(|f| f.line.len() <= MAX_LINE));
     }
 }
+
+#[test]
+fn errors_get_an_explanation_only_when_it_adds_something() {
+    let busy = crate::Error::failure(
+        "could not open /dev/ttyUSB0",
+        "qrescue needs the port to talk to the modem",
+        "close other programs",
+    )
+    .with_source(std::io::Error::from_raw_os_error(16));
+    let x = explain_error(&busy).unwrap();
+    assert_eq!(x.id, "port_busy");
+    assert!(x.next.contains("qrescue preflight"));
+    // An error made from the Firehose table already says what the table says.
+    let nak =
+        crate::protocol::firehose::explain_nak("program", &["start_sector unaligned"]).to_error();
+    assert!(explain_error(&nak).is_none());
+    let plain = crate::Error::usage("say what to flash", "e.g. qrescue flash PKG");
+    assert!(explain_error(&plain).is_none());
+}
+
+#[test]
+fn log_events_carry_an_explanation_in_json() {
+    use crate::engine::events::EngineEvent;
+    let known = EngineEvent::Log {
+        message: "ERROR: Failed to open device, type:nand, slot:0, lun:0 error:4".into(),
+    };
+    let j = event_json(&known);
+    assert_eq!(j["event"], "log");
+    assert_eq!(j["explanation"]["id"], "nand_open_failed");
+    assert_eq!(j["explanation"]["severity"], "fatal");
+    assert!(j["explanation"]["source"]
+        .as_str()
+        .unwrap()
+        .contains("USERS.md"));
+    // Harmless and unknown lines, and other events, are printed as they are.
+    for e in [
+        EngineEvent::Log {
+            message: "bad block at 0x40".into(),
+        },
+        EngineEvent::Log {
+            message: "Configured NAND: 8192 bytes per transfer".into(),
+        },
+        EngineEvent::Done {
+            ok: true,
+            bytes: 1,
+            elapsed_ms: 1,
+        },
+    ] {
+        let j = event_json(&e);
+        assert!(j.get("explanation").is_none(), "{j}");
+        assert_eq!(j, serde_json::to_value(&e).unwrap());
+    }
+}
