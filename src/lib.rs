@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod explain;
 pub mod package;
+pub mod preflight;
 pub mod protocol;
 pub mod record;
 pub mod sim;
