@@ -10,6 +10,7 @@ pub mod logging;
 pub mod output;
 pub mod package_cmds;
 pub mod port;
+pub mod preflight_cmd;
 pub mod recording;
 pub mod replay_cmd;
 pub mod sahara_cmds;
@@ -84,6 +85,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Replay(a) => replay_cmd::run(a, &out),
         Command::List(a) => device_cmds::list(a, &out),
         Command::UdevRules => device_cmds::udev_rules(&out),
+        Command::Preflight(a) => preflight_cmd::run(a, &out),
         Command::Watch(a) => watch_cmd::run(a, &out),
         Command::Package(c) => package_cmds::run(c, &out),
     };

@@ -25,6 +25,9 @@ pub mod space;
 pub use holders::{scan_holders, Holder, HolderKind, Scan};
 pub use space::{free_space, Space};
 
+/// Characters of a holder's command line shown to people (JSON carries all that was read).
+const SHOWN_CMDLINE: usize = 160;
+
 /// Where `/proc` and `/dev` are: the host's, or a fake tree in tests.
 #[derive(Debug, Clone)]
 pub struct Roots {
@@ -117,7 +120,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(check: &'static str, severity: Severity, title: impl Into<String>) -> Self {
+    pub fn new(check: &'static str, severity: Severity, title: impl Into<String>) -> Self {
         Finding {
             check,
             severity,
@@ -158,15 +161,14 @@ pub fn check_holders(roots: &Roots, subject: &str, nodes: &[Node]) -> Vec<Findin
                 what.join(", ")
             ),
         );
-        f.detail = format!(
-            "{} Command line: {}",
-            h.kind.why(),
-            if h.cmdline.is_empty() {
-                h.name.as_str()
-            } else {
-                h.cmdline.as_str()
-            }
-        );
+        let cmd = if h.cmdline.is_empty() {
+            h.name.as_str()
+        } else {
+            h.cmdline.as_str()
+        };
+        let shown: String = cmd.chars().take(SHOWN_CMDLINE).collect();
+        let cut = if shown.len() < cmd.len() { " …" } else { "" };
+        f.detail = format!("{} Command line: {shown}{cut}", h.kind.why());
         f.fixes = holders::how_to_free(h);
         f.holder = Some(h.clone());
         out.push(f);

@@ -82,7 +82,7 @@ pub fn finding(dir: &Path, space: &Space, needed: Option<u64>) -> Finding {
     match needed {
         None => {
             f.title = format!("Backup folder {}: {free} free", dir.display());
-            f.detail = "A full backup of a NAND LTE module is at most its flash size (256–512 MiB for EC25/EG25-class modules); pass --need SIZE to check against a known size".into();
+            f.detail = "A full backup of a NAND LTE module is at most its flash size (128–512 MiB for EC25/EG25-class modules); pass --need SIZE to check against a known size".into();
         }
         Some(n) if space.available < n => {
             f.severity = Severity::Error;
