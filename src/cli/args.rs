@@ -117,6 +117,10 @@ pub enum Command {
     /// Print udev rules (access for EDL/Quectel/fastboot devices, ModemManager kept off EDL
     /// and DM ports) with how to install them.
     UdevRules,
+    /// Before a flash or backup: which programs hold the modem's ports (ModemManager, gpsd,
+    /// router daemons, terminals, another qrescue) and how to free each, and the free space
+    /// for backups.
+    Preflight(PreflightArgs),
     /// Firmware packages: what a package holds and what it would do to a modem.
     #[command(subcommand)]
     Package(PackageCommand),
@@ -161,6 +165,24 @@ pub struct ListArgs {
     /// Read the devices from the sysfs tree under DIR instead of this host's USB (tests).
     #[arg(long, value_name = "DIR", hide = true, conflicts_with = "from_text")]
     pub sysfs_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    /// A port to check (repeatable), e.g. /dev/ttyUSB2. Default: every modem plugged in, with
+    /// all its ttys and its USB device node.
+    #[arg(long, value_name = "PATH")]
+    pub port: Vec<PathBuf>,
+    /// The folder backups will go to; its free space is checked.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub backup_dir: PathBuf,
+    /// Space the backup needs (e.g. 512M, 2G, or bytes); without it the free space is only
+    /// reported.
+    #[arg(long, value_name = "SIZE", value_parser = crate::preflight::space::parse_size)]
+    pub need: Option<u64>,
+    /// Read sys/, proc/ and dev/ under DIR instead of this host's (tests).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

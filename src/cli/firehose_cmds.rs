@@ -114,10 +114,11 @@ impl EventPrinter {
 
     pub fn event(&mut self, e: &EngineEvent) {
         crate::cli::recording::engine_event(e);
-        self.out.json_line(e);
         if self.out.json {
+            self.out.json_line(&crate::explain::event_json(e));
             return;
         }
+        let explained = crate::explain::explain_event(e);
         match e {
             EngineEvent::Plan { steps, total_bytes } => {
                 self.names = steps.iter().map(|s| s.name.clone()).collect();
@@ -187,7 +188,12 @@ impl EventPrinter {
             EngineEvent::StepFailed { what, .. } => {
                 self.out.line(format!("        FAILED: {what}"));
             }
-            EngineEvent::Log { message } => self.out.line(format!("        {message}")),
+            EngineEvent::Log { message } => {
+                self.out.line(format!("        {message}"));
+                if let Some(x) = &explained {
+                    self.out.line(format!("          → {}", x.one_line()));
+                }
+            }
             EngineEvent::Done {
                 ok,
                 bytes,

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod output;
 pub mod package_cmds;
 pub mod port;
+pub mod preflight_cmd;
 pub mod recording;
 pub mod replay_cmd;
 pub mod sahara_cmds;
@@ -60,10 +61,18 @@ fn report_error(out: &Output, e: &crate::Error) {
     // The `error:` block below is what people read; the log (at debug, e.g. with --log-file
     // and -vv) only records it, so stderr does not show the same error twice.
     tracing::debug!(kind = ?e.kind, "{}", e.what);
+    let explained = crate::explain::explain_error(e);
     if out.json {
-        out.always_json(&e.to_json());
+        let mut j = e.to_json();
+        if let Some(x) = &explained {
+            j["error"]["explanation"] = serde_json::json!(x);
+        }
+        out.always_json(&j);
     }
     eprintln!("error: {e}");
+    if let Some(x) = explained {
+        eprintln!("  → {}", x.one_line());
+    }
 }
 
 /// Run one parsed command line.
@@ -87,6 +96,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Replay(a) => replay_cmd::run(a, &out),
         Command::List(a) => device_cmds::list(a, &out),
         Command::UdevRules => device_cmds::udev_rules(&out),
+        Command::Preflight(a) => preflight_cmd::run(a, &out),
         Command::Watch(a) => watch_cmd::run(a, &out),
         Command::Package(c) => package_cmds::run(c, &out),
         Command::Status(a) => status_cmd::run(a, &out),

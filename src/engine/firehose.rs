@@ -228,6 +228,11 @@ impl<T: Transport> FirehoseSession<T> {
 
     fn record_log(&mut self, line: &str) {
         tracing::debug!(target: "qrescue::firehose", "device log: {line}");
+        if let Some(x) = crate::explain::explain(line, crate::explain::Context::Firehose)
+            .filter(|x| x.severity.is_problem())
+        {
+            tracing::info!(target: "qrescue::firehose", "device log {line:?}: {}", x.one_line());
+        }
         if self.logs.len() >= MAX_LOGS {
             self.logs.drain(..MAX_LOGS / 10);
         }
