@@ -2,6 +2,8 @@
 //! `--json` events) like `qrescue watch` when stdout is not a terminal or with `--no-tui`, so
 //! cron jobs and scripts get something they can read.
 
+use std::sync::Arc;
+
 use std::io::IsTerminal;
 
 use crate::cli::args::{Cli, ColorArg, WatchArgs};
@@ -90,16 +92,59 @@ pub fn run(cli: &Cli, out: &Output) -> crate::Result<()> {
         log_file: log_file.clone(),
         ..Config::default()
     };
+    let (ledger, _) = crate::cli::package_cmds::store_ledger();
+    let opts = ConsoleOptions {
+        ledger: Some(Arc::new(ledger)),
+        ..ConsoleOptions::default()
+    };
     let summary = runtime::run(
         config,
         Sources {
             devices,
             ..Sources::default()
         },
-        ConsoleOptions::default(),
+        opts,
     )?;
+    finish(summary, log_file.as_deref(), out)
+}
+
+/// `qrescue demo` on a terminal: the console on the demo's emulated modem. The world (its unit,
+/// bus and package) lives until the console ends; demo flashes are not recorded in the run store
+/// and no real backup is consulted.
+pub fn run_demo(cli: &Cli, args: &crate::cli::args::DemoArgs, out: &Output) -> crate::Result<()> {
+    let world = crate::cli::demo::start_world(args)?;
+    let bench = world.bench_handle();
+    let log_file = logging::console_log_file().map(|p| p.to_path_buf());
+    let config = world.console_config(Config {
+        color: color(cli.color, true, std::env::var_os("NO_COLOR").as_deref()),
+        bell: !cli.no_bell,
+        log_file: log_file.clone(),
+        ..Config::default()
+    });
+    let opts = ConsoleOptions {
+        runs: None,
+        tool: "demo".into(),
+        ..ConsoleOptions::default()
+    };
+    let summary = runtime::run(
+        config,
+        Sources {
+            devices: vec![world.source()],
+            bench: Some(Box::new(move |a| bench.act(a))),
+            keep_alive: vec![Box::new(world)],
+        },
+        opts,
+    )?;
+    finish(summary, log_file.as_deref(), out)
+}
+
+fn finish(
+    summary: runtime::RunSummary,
+    log_file: Option<&std::path::Path>,
+    out: &Output,
+) -> crate::Result<()> {
     // The terminal is back: say where the record is.
-    if let Some(l) = &log_file {
+    if let Some(l) = log_file {
         out.line(format!(
             "qrescue: the log of this session is {}",
             l.display()

@@ -39,7 +39,7 @@ pub fn main_entry() -> i32 {
     };
     let out = Output { json: cli.json };
     let logs = match &cli.command {
-        None => console_cmd::init_logging(&cli),
+        None | Some(Command::Demo(_)) => console_cmd::init_logging(&cli),
         Some(_) => logging::init(cli.verbose, cli.log_file.as_deref()),
     };
     if let Err(e) = logs {
@@ -92,6 +92,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::StorageInfo(a) => firehose_cmds::storage_info(a, &out),
         Command::Sim(a) => sim_cmd::run(a, &out),
         Command::Bench(a) => bench::run(a, &out),
+        Command::Demo(a) if console_cmd::wants_tui(&cli) => console_cmd::run_demo(&cli, a, &out),
         Command::Demo(a) => demo::run(a, &out),
         Command::Replay(a) => replay_cmd::run(a, &out),
         Command::List(a) => device_cmds::list(a, &out),

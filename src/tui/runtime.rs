@@ -148,27 +148,10 @@ pub struct RunSummary {
 
 /// How often the model wants a tick, if at all.
 ///
-/// LEAD: a private fallback until `Model::tick_interval_ms()` (tuiupd's) is merged: replace
-/// the body with `model.tick_interval_ms().map(Duration::from_millis)`.
+/// How long the loop may sleep before the next tick: the model says (None while idle, so an
+/// idle console sends nothing over SSH).
 fn tick_interval(model: &Model) -> Option<Duration> {
-    let fast = Some(Duration::from_millis(250));
-    match model.flow.stage {
-        Stage::Checking
-        | Stage::Armed { .. }
-        | Stage::Flashing { .. }
-        | Stage::Verifying { .. } => return fast,
-        Stage::Idle | Stage::Refused | Stage::Ready | Stage::Finished(_) => {}
-    }
-    if model.flash.as_ref().is_some_and(|f| f.ended_ms.is_none()) {
-        return fast;
-    }
-    // Countdowns to a boot-looping modem's next window.
-    let looping = model
-        .monitor
-        .devices(model.now_ms)
-        .iter()
-        .any(|d| d.loop_status.is_looping());
-    looping.then_some(Duration::from_millis(1000))
+    model.tick_interval_ms().map(Duration::from_millis)
 }
 
 /// The model's final verdict in one line, for the run record.

@@ -480,7 +480,7 @@ impl DemoWorld {
         Config {
             package: Some(self.package()),
             modem_revision,
-            source: format!("emulated modem (demo: {})", self.scenario.name()),
+            source: "emulated modem".into(),
             demo: Some(demo),
             verify_timeout_ms: self.verify_timeout().as_millis() as u64,
             ..base
