@@ -190,6 +190,9 @@ pub struct BenchArgs {
     /// Smaller sizes and fewer repetitions (for a quick look; the README figures use the full run).
     #[arg(long)]
     pub quick: bool,
+    /// Measure only the console figures (terminal bytes/s, first frame, render time).
+    #[arg(long)]
+    pub console_only: bool,
 }
 
 #[derive(Debug, Args)]

@@ -365,6 +365,93 @@ struct AppearanceFigures {
 }
 
 /// The value at quantile `q` (0..=1) of sorted `v` (nearest rank).
+fn device_figures(
+    args: &BenchArgs,
+    dir: &Path,
+    runs: usize,
+    figures: &mut Vec<Figure>,
+) -> crate::Result<()> {
+    let up = upload_bench(false, runs)?;
+    figures.push(fig(
+        "sahara upload 600 KiB, in-process",
+        up * 1000.0,
+        "ms",
+        format!("median of {runs}; {}", output::rate(600.0 * 1024.0 / up)),
+    ));
+    let up = upload_bench(true, runs)?;
+    figures.push(fig(
+        "sahara upload 600 KiB, over a pty",
+        up * 1000.0,
+        "ms",
+        format!("median of {runs}; {}", output::rate(600.0 * 1024.0 / up)),
+    ));
+
+    let mib = if args.quick { 16 } else { 64 };
+    let xml = one_image_package(dir, mib << 20)?;
+    for (pty, name) in [(false, "in-process"), (true, "over a pty")] {
+        let f = flash_bench(pty, &xml)?;
+        figures.push(fig(
+            &format!("flash {mib} MiB NAND image, {name}"),
+            f.mb_per_s,
+            "MB/s",
+            format!(
+                "8 KiB payloads; host thread CPU {:.2} s ({:.1} s/GiB), whole process CPU {:.2} s (incl. emulator)",
+                f.host_cpu_s,
+                f.host_cpu_s * 1024.0 / mib as f64,
+                f.process_cpu_s
+            ),
+        ));
+    }
+
+    let rss_mib = if args.quick { 64 } else { 512 };
+    let (rss_kib, bytes, secs) = rss_bench(dir, rss_mib)?;
+    figures.push(fig(
+        &format!("peak RSS of qrescue flash, {rss_mib} MiB package"),
+        rss_kib as f64 / 1024.0,
+        "MiB",
+        format!(
+            "VmHWM; one {} image on emulated UFS, through a pty to qrescue sim, in {:.1} s ({})",
+            output::bytes(bytes),
+            secs,
+            output::rate(bytes as f64 / secs.max(1e-6))
+        ),
+    ));
+
+    let appearances = if args.quick { 40 } else { 200 };
+    let a = appearance_bench(dir, appearances)?;
+    let ms = |v: f64| v * 1000.0;
+    let n = a.answered.len();
+    let how = format!(
+        "{n} of {appearances} appearances answered ({} missed the window) of an in-process EC25 \
+         boot loop ({} ms period, {} ms window), followed through its socket",
+        a.missed,
+        a.boot_loop.period.as_millis(),
+        a.boot_loop.window.as_millis()
+    );
+    figures.push(fig(
+        "appearance -> first Sahara answer, median",
+        ms(quantile(&a.answered, 0.5)),
+        "ms",
+        format!(
+            "{how}; min {:.2} ms, max {:.2} ms; event delivered after {:.2} ms (median)",
+            ms(a.answered[0]),
+            ms(a.answered[n - 1]),
+            ms(quantile(&a.delivered, 0.5))
+        ),
+    ));
+    figures.push(fig(
+        "appearance -> first Sahara answer, p99",
+        ms(quantile(&a.answered, 0.99)),
+        "ms",
+        format!(
+            "open pty, read HELLO, send HELLO_RESP, get READ_DATA; event delivery p99 {:.2} ms",
+            ms(quantile(&a.delivered, 0.99))
+        ),
+    ));
+
+    Ok(())
+}
+
 fn quantile(v: &[f64], q: f64) -> f64 {
     let rank = (q * v.len() as f64).ceil() as usize;
     v[rank.clamp(1, v.len()) - 1]
@@ -519,82 +606,44 @@ pub fn run(args: &BenchArgs, out: &Output) -> crate::Result<()> {
     let mut figures = Vec::new();
     let runs = if args.quick { 3 } else { 9 };
     out.line("Measuring (the emulator runs unthrottled, in this process unless noted)…");
-
-    let up = upload_bench(false, runs)?;
-    figures.push(fig(
-        "sahara upload 600 KiB, in-process",
-        up * 1000.0,
-        "ms",
-        format!("median of {runs}; {}", output::rate(600.0 * 1024.0 / up)),
-    ));
-    let up = upload_bench(true, runs)?;
-    figures.push(fig(
-        "sahara upload 600 KiB, over a pty",
-        up * 1000.0,
-        "ms",
-        format!("median of {runs}; {}", output::rate(600.0 * 1024.0 / up)),
-    ));
-
-    let mib = if args.quick { 16 } else { 64 };
-    let xml = one_image_package(dir.path(), mib << 20)?;
-    for (pty, name) in [(false, "in-process"), (true, "over a pty")] {
-        let f = flash_bench(pty, &xml)?;
-        figures.push(fig(
-            &format!("flash {mib} MiB NAND image, {name}"),
-            f.mb_per_s,
-            "MB/s",
-            format!(
-                "8 KiB payloads; host thread CPU {:.2} s ({:.1} s/GiB), whole process CPU {:.2} s (incl. emulator)",
-                f.host_cpu_s,
-                f.host_cpu_s * 1024.0 / mib as f64,
-                f.process_cpu_s
-            ),
-        ));
+    if !args.console_only {
+        device_figures(args, dir.path(), runs, &mut figures)?;
     }
 
-    let rss_mib = if args.quick { 64 } else { 512 };
-    let (rss_kib, bytes, secs) = rss_bench(dir.path(), rss_mib)?;
+    let idle = Duration::from_secs(if args.quick { 3 } else { 10 });
+    let c = crate::cli::bench_console::measure(idle, if args.quick { 200 } else { 2000 })?;
     figures.push(fig(
-        &format!("peak RSS of qrescue flash, {rss_mib} MiB package"),
-        rss_kib as f64 / 1024.0,
-        "MiB",
-        format!(
-            "VmHWM; one {} image on emulated UFS, through a pty to qrescue sim, in {:.1} s ({})",
-            output::bytes(bytes),
-            secs,
-            output::rate(bytes as f64 / secs.max(1e-6))
-        ),
-    ));
-
-    let appearances = if args.quick { 40 } else { 200 };
-    let a = appearance_bench(dir.path(), appearances)?;
-    let ms = |v: f64| v * 1000.0;
-    let n = a.answered.len();
-    let how = format!(
-        "{n} of {appearances} appearances answered ({} missed the window) of an in-process EC25 \
-         boot loop ({} ms period, {} ms window), followed through its socket",
-        a.missed,
-        a.boot_loop.period.as_millis(),
-        a.boot_loop.window.as_millis()
-    );
-    figures.push(fig(
-        "appearance -> first Sahara answer, median",
-        ms(quantile(&a.answered, 0.5)),
+        "console: time to first frame (demo, 80x24 pty)",
+        c.first_frame_ms,
         "ms",
+        "spawn of `qrescue demo` on a pty until the device pane is on the wire".into(),
+    ));
+    figures.push(fig(
+        "console: terminal bytes/s while idle",
+        c.idle_bytes_per_s,
+        "B/s",
         format!(
-            "{how}; min {:.2} ms, max {:.2} ms; event delivered after {:.2} ms (median)",
-            ms(a.answered[0]),
-            ms(a.answered[n - 1]),
-            ms(quantile(&a.delivered, 0.5))
+            "80x24 pty, a normal-mode modem listed, nothing animating, watched {:.1} s",
+            c.idle_secs
         ),
     ));
     figures.push(fig(
-        "appearance -> first Sahara answer, p99",
-        ms(quantile(&a.answered, 0.99)),
-        "ms",
+        "console: terminal bytes/s during a flash",
+        c.flash_bytes_per_s,
+        "B/s",
         format!(
-            "open pty, read HELLO, send HELLO_RESP, get READ_DATA; event delivery p99 {:.2} ms",
-            ms(quantile(&a.delivered, 0.99))
+            "80x24 pty, demo package (10 partitions, ~4 MB/s like real NAND) from y to the end: {} in {:.1} s",
+            output::bytes(c.flash_bytes),
+            c.flash_secs
+        ),
+    ));
+    figures.push(fig(
+        "console: frame render time, median",
+        c.render_median_us,
+        "us",
+        format!(
+            "view + diff of a flash screen with {} partitions at 80x24 (TestBackend), p99 {:.0} us",
+            c.partitions, c.render_p99_us
         ),
     ));
 
