@@ -435,7 +435,7 @@ fn the_world_and_the_bench_can_be_handed_to_the_console_runtime() {
         Some("RM502QAEAAR13A02M4G_01.200.01.200")
     );
     assert_eq!(c.demo.as_ref().unwrap().scenario, "update");
-    assert!(c.source.contains("demo: update"));
+    assert_eq!(c.source, "emulated modem");
     assert_eq!(
         (c.color, c.bell, c.log_file),
         (base.color, base.bell, base.log_file)
