@@ -56,41 +56,8 @@ fn list_json_gives_one_object_per_device_with_the_short_mode_tag() {
 
 /// A fake sysfs tree with an EG25-G (ttys on interfaces 0-3) and a mouse.
 fn fake_tree(root: &Path) {
-    let dev = root.join("sys/bus/usb/devices");
-    let put = |dir: &Path, attrs: &[(&str, &str)]| {
-        fs::create_dir_all(dir).unwrap();
-        for (k, v) in attrs {
-            fs::write(dir.join(k), format!("{v}\n")).unwrap();
-        }
-    };
-    put(
-        &dev.join("1-4"),
-        &[
-            ("idVendor", "2c7c"),
-            ("idProduct", "0125"),
-            ("bcdDevice", "0318"),
-            ("devnum", "9"),
-            ("product", "EG25-G"),
-            ("serial", "d1098243"),
-            ("speed", "480"),
-        ],
-    );
-    for n in 0..5u8 {
-        let i = dev.join(format!("1-4:1.{n}"));
-        let class = if n == 0 || n == 4 { "ff" } else { "00" };
-        put(
-            &i,
-            &[
-                ("bInterfaceNumber", &format!("{n:02x}")),
-                ("bInterfaceClass", "ff"),
-                ("bInterfaceSubClass", class),
-                ("bInterfaceProtocol", class),
-            ],
-        );
-        if n < 4 {
-            fs::create_dir_all(i.join(format!("ttyUSB{n}"))).unwrap();
-        }
-    }
+    let dev = common::fake_eg25g_sysfs(root);
+    let put = common::put_attrs;
     put(
         &dev.join("1-2"),
         &[("idVendor", "046d"), ("idProduct", "c52b"), ("speed", "12")],

@@ -15,41 +15,7 @@ const T: Duration = Duration::from_secs(20);
 /// An EG25-G on 1-4 (device 9, ttys on interfaces 0-3) with ModemManager holding its AT port
 /// and usbfs node, and a terminal on an unrelated tty.
 fn fake_root(root: &Path) {
-    let sys = root.join("sys/bus/usb/devices");
-    let put = |dir: &Path, attrs: &[(&str, &str)]| {
-        fs::create_dir_all(dir).unwrap();
-        for (k, v) in attrs {
-            fs::write(dir.join(k), format!("{v}\n")).unwrap();
-        }
-    };
-    put(
-        &sys.join("1-4"),
-        &[
-            ("idVendor", "2c7c"),
-            ("idProduct", "0125"),
-            ("bcdDevice", "0318"),
-            ("busnum", "1"),
-            ("devnum", "9"),
-            ("product", "EG25-G"),
-            ("speed", "480"),
-        ],
-    );
-    for n in 0..5u8 {
-        let i = sys.join(format!("1-4:1.{n}"));
-        let class = if n == 0 || n == 4 { "ff" } else { "00" };
-        put(
-            &i,
-            &[
-                ("bInterfaceNumber", &format!("{n:02x}")),
-                ("bInterfaceClass", "ff"),
-                ("bInterfaceSubClass", class),
-                ("bInterfaceProtocol", class),
-            ],
-        );
-        if n < 4 {
-            fs::create_dir_all(i.join(format!("ttyUSB{n}"))).unwrap();
-        }
-    }
+    fake_eg25g_sysfs(root);
     let dev = root.join("dev");
     fs::create_dir_all(dev.join("bus/usb/001")).unwrap();
     for n in [0, 1, 2, 3, 7] {

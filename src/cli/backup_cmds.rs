@@ -18,10 +18,9 @@ use crate::backup::Identity;
 use crate::cli::args::{BackupArgs, BackupCommand, BackupStoreArgs, BackupVerifyArgs, RestoreArgs};
 use crate::cli::output::{self, Output};
 use crate::cli::port::PortSpec;
-use crate::cli::{port, recording, sahara_cmds, signals};
-use crate::engine::connect::{attach_or_upload, Attach};
+use crate::cli::{firehose_cmds, port, recording, sahara_cmds, signals};
 use crate::engine::events::{EngineEvent, StepKind};
-use crate::engine::firehose::{FirehoseOptions, FirehoseSession, PowerMode, StorageKind};
+use crate::engine::firehose::{FirehoseSession, PowerMode, StorageKind};
 use crate::engine::sahara::SaharaConfig;
 use crate::transport::{Pushback, Transport};
 use crate::{Error, ErrorKind};
@@ -152,31 +151,6 @@ fn open_identified(
 }
 
 /// Upload the programmer (or attach to a running one) on an identified link.
-fn start_programmer(
-    t: Link,
-    programmer: Option<&Path>,
-    out: &Output,
-) -> crate::Result<FirehoseSession<impl Transport>> {
-    let image = programmer.map(sahara_cmds::read_programmer).transpose()?;
-    let (s, attach) = attach_or_upload(
-        t,
-        image.as_deref(),
-        &SaharaConfig::default(),
-        FirehoseOptions::default(),
-        &mut |_| {},
-    )?;
-    match (&attach, programmer) {
-        (Attach::Uploaded(r), Some(p)) => out.line(format!(
-            "Uploaded programmer {} ({}) in {:.2} s.",
-            p.display(),
-            output::bytes(r.bytes_sent),
-            r.elapsed_ms as f64 / 1000.0
-        )),
-        _ => out.line("A programmer is already running; attached to it."),
-    }
-    Ok(s)
-}
-
 fn print_identity(id: &Identity, out: &Output) {
     for l in id.describe() {
         out.line(format!("  {l}"));
@@ -214,7 +188,7 @@ fn make(a: &BackupArgs, out: &Output) -> crate::Result<()> {
     let identity = identity.ok_or_else(|| run::unknown_identity("make a backup"))?;
     out.line("Modem:");
     print_identity(&identity, out);
-    let mut fh = start_programmer(t, a.fh.programmer.as_deref(), out)?;
+    let mut fh = firehose_cmds::start_programmer(t, a.fh.programmer.as_deref(), out)?;
     out.line(format!(
         "Backing up {} of the {} into {}.",
         if a.full {
@@ -422,7 +396,7 @@ pub fn restore(a: &RestoreArgs, out: &Output) -> crate::Result<()> {
             "Restore a backup of this very modem (see `qrescue backup list`), or make a new backup",
         ));
     }
-    let mut fh = start_programmer(t, a.programmer.as_deref(), out)?;
+    let mut fh = firehose_cmds::start_programmer(t, a.programmer.as_deref(), out)?;
     let mut printer = Printer::new(*out);
     let report = run::restore(
         &mut fh,

@@ -61,8 +61,18 @@ pub type Session = FirehoseSession<Pushback<Box<dyn Transport>>>;
 /// Open the port and get a ready Firehose session: upload `programmer` if the modem is in the
 /// boot ROM, or attach to a running programmer ([`attach_or_upload`]).
 fn connect(fh: &FirehoseArgs, programmer: Option<&Path>, out: &Output) -> crate::Result<Session> {
-    let image = programmer.map(sahara_cmds::read_programmer).transpose()?;
     let t = port::open(&fh.port)?;
+    start_programmer(t, programmer, out)
+}
+
+/// Get a ready Firehose session over an open link: upload `programmer` if the modem is in the
+/// boot ROM, or attach to a running programmer ([`attach_or_upload`]); say which happened.
+pub(crate) fn start_programmer<T: Transport>(
+    t: T,
+    programmer: Option<&Path>,
+    out: &Output,
+) -> crate::Result<FirehoseSession<Pushback<T>>> {
+    let image = programmer.map(sahara_cmds::read_programmer).transpose()?;
     let (s, attach) = attach_or_upload(
         t,
         image.as_deref(),

@@ -231,3 +231,48 @@ pub fn programs(rawprogram: &Path) -> Vec<Program> {
         })
         .collect()
 }
+
+/// A fake sysfs tree under `root` (`sys/bus/usb/devices`) with an EG25-G on 1-4 (bus 1, device 9,
+/// serial d1098243) whose interfaces 0-3 have ttyUSB0-3; returns the devices folder so a test
+/// can add more.
+pub fn fake_eg25g_sysfs(root: &Path) -> PathBuf {
+    let dev = root.join("sys/bus/usb/devices");
+    put_attrs(
+        &dev.join("1-4"),
+        &[
+            ("idVendor", "2c7c"),
+            ("idProduct", "0125"),
+            ("bcdDevice", "0318"),
+            ("busnum", "1"),
+            ("devnum", "9"),
+            ("product", "EG25-G"),
+            ("serial", "d1098243"),
+            ("speed", "480"),
+        ],
+    );
+    for n in 0..5u8 {
+        let i = dev.join(format!("1-4:1.{n}"));
+        let class = if n == 0 || n == 4 { "ff" } else { "00" };
+        put_attrs(
+            &i,
+            &[
+                ("bInterfaceNumber", &format!("{n:02x}")),
+                ("bInterfaceClass", "ff"),
+                ("bInterfaceSubClass", class),
+                ("bInterfaceProtocol", class),
+            ],
+        );
+        if n < 4 {
+            std::fs::create_dir_all(i.join(format!("ttyUSB{n}"))).unwrap();
+        }
+    }
+    dev
+}
+
+/// A sysfs device folder with one attribute file per (name, value).
+pub fn put_attrs(dir: &Path, attrs: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (k, v) in attrs {
+        std::fs::write(dir.join(k), format!("{v}\n")).unwrap();
+    }
+}
