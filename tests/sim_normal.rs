@@ -12,9 +12,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -222,27 +221,12 @@ fn sim_mode_normal_serves_at_and_dm_ptys_and_the_edl_command_brings_9008() {
     bounded(|| {
         let dir = common::tempdir();
         let socket = dir.path().join("sim.sock");
-        let mut child = Command::new(common::bin())
-            .args(["sim", "--pty", "--profile", "ec25", "--mode", "normal"])
-            .args(["--socket", common::s(&socket)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let next = || -> serde_json::Value {
-            let l = rx.recv_timeout(T).expect("a JSON line within the bound");
-            serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}"))
-        };
+        let (mut child, rx) = common::spawn_lines(
+            Command::new(common::bin())
+                .args(["sim", "--pty", "--profile", "ec25", "--mode", "normal"])
+                .args(["--socket", common::s(&socket)]),
+        );
+        let next = || common::next_json(&rx, T);
         let ready = next();
         assert_eq!(
             (ready["event"].as_str(), ready["mode"].as_str()),

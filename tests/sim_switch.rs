@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use common::{code, describe, qrescue};
@@ -17,27 +15,12 @@ const LINE: Duration = Duration::from_secs(20);
 fn normal_mode_first_then_edl_on_another_bus_with_a_served_pty() {
     let dir = common::tempdir();
     let socket = dir.path().join("sim.sock");
-    let mut child = Command::new(common::bin())
-        .args(["sim", "--pty", "--profile", "rm502q", "--normal-for", "0.2"])
-        .args(["--socket", common::s(&socket)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next = || -> serde_json::Value {
-        let l = rx.recv_timeout(LINE).expect("a JSON line within the bound");
-        serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}"))
-    };
+    let (mut child, rx) = common::spawn_lines(
+        Command::new(common::bin())
+            .args(["sim", "--pty", "--profile", "rm502q", "--normal-for", "0.2"])
+            .args(["--socket", common::s(&socket)]),
+    );
+    let next = || common::next_json(&rx, LINE);
     let ready = next();
     assert_eq!(ready["event"], "ready");
     assert!(ready["pty"].is_null(), "{ready}");

@@ -12,6 +12,35 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_qrescue")
 }
 
+/// Spawn `cmd` with stdout piped; its lines arrive on the receiver (stdin null, stderr
+/// inherited). The reader thread ends with the child's stdout.
+pub fn spawn_lines(cmd: &mut Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn qrescue");
+    let stdout: ChildStdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The next line from `rx` as JSON, waiting at most `within`.
+pub fn next_json(rx: &mpsc::Receiver<String>, within: Duration) -> serde_json::Value {
+    let l = rx
+        .recv_timeout(within)
+        .expect("a JSON line within the bound");
+    serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}"))
+}
+
 /// A `qrescue sim --pty` child process; killed (SIGTERM, then SIGKILL) on drop.
 pub struct Sim {
     pub child: Child,
@@ -23,29 +52,7 @@ pub struct Sim {
 impl Sim {
     /// Start `qrescue sim --pty ARGS…` and wait (bounded) for its first JSON line.
     pub fn start(args: &[&str]) -> Sim {
-        let mut child = Command::new(bin())
-            .arg("sim")
-            .arg("--pty")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn qrescue sim");
-        let stdout: ChildStdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                match line {
-                    Ok(l) => {
-                        if tx.send(l).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
+        let (child, rx) = spawn_lines(Command::new(bin()).arg("sim").arg("--pty").args(args));
         let first = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("qrescue sim printed its first JSON line within 20 s");
