@@ -17,5 +17,6 @@ pub mod record;
 pub mod sim;
 pub mod transport;
 pub mod tui;
+pub mod workflow;
 
 pub use error::{Error, ErrorKind, Result};
