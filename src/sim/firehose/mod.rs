@@ -19,8 +19,8 @@ pub mod storage;
 mod tests;
 
 pub use programmer::{
-    CommandRecord, PartitionDigest, Programmer, ProgrammerOptions, SimReport, StorageSummary,
-    SUPPORTED_FUNCTIONS,
+    writes_per_region, CommandRecord, PartitionDigest, Programmer, ProgrammerOptions, RegionWrites,
+    SimReport, StorageSummary, StorageWrite, WriteKind, SUPPORTED_FUNCTIONS,
 };
 pub use storage::{
     BadBlocks, BlockMemory, BlockSpec, LunSpec, NandSpec, Region, Storage, StorageProfile,

@@ -13,6 +13,8 @@
 //! life; DropInRaw counts raw bytes (program and read) over its life.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -82,6 +84,86 @@ pub struct CommandRecord {
     pub attrs: BTreeMap<String, String>,
     /// "ACK", "NAK", "garbled", "hung" or "link-lost".
     pub outcome: String,
+}
+
+/// What a storage write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteKind {
+    Program,
+    Erase,
+    Patch,
+}
+
+/// One command that changed the storage: a program the programmer accepted (its raw data
+/// stored as it arrived, so an interrupted one is here too, with the bytes it got), an erase
+/// or a DISK patch that was carried out. Commands under `SkipWrite` are not here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageWrite {
+    /// 1-based `serve` call.
+    pub session: u32,
+    pub kind: WriteKind,
+    pub lun: u32,
+    pub start_sector: u64,
+    /// Sectors the command addresses (pages on NAND; 1 for a patch).
+    pub num_sectors: u64,
+    /// Raw data bytes handed to the storage (programs; 0 otherwise).
+    pub bytes: u64,
+}
+
+/// How often one partition was written, from a [`StorageWrite`] log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionWrites {
+    pub lun: u32,
+    pub name: String,
+    pub start_sector: u64,
+    pub num_sectors: u64,
+    pub programs: u32,
+    pub erases: u32,
+    pub patches: u32,
+    /// Raw data bytes programmed into it.
+    pub bytes: u64,
+}
+
+impl StorageWrite {
+    /// Whether the write touches sectors of `r`.
+    pub fn touches(&self, r: &Region) -> bool {
+        let end = self.start_sector.saturating_add(self.num_sectors.max(1));
+        self.lun == r.lun
+            && self.start_sector < r.start_sector.saturating_add(r.num_sectors)
+            && end > r.start_sector
+    }
+}
+
+/// Count the writes of `log` per partition of `regions` (a write spanning several partitions
+/// counts for each). Partitions never written are listed with zeros.
+pub fn writes_per_region(log: &[StorageWrite], regions: &[Region]) -> Vec<RegionWrites> {
+    regions
+        .iter()
+        .map(|r| {
+            let mut w = RegionWrites {
+                lun: r.lun,
+                name: r.name.clone(),
+                start_sector: r.start_sector,
+                num_sectors: r.num_sectors,
+                programs: 0,
+                erases: 0,
+                patches: 0,
+                bytes: 0,
+            };
+            for e in log.iter().filter(|e| e.touches(r)) {
+                match e.kind {
+                    WriteKind::Program => {
+                        w.programs += 1;
+                        w.bytes += e.bytes;
+                    }
+                    WriteKind::Erase => w.erases += 1,
+                    WriteKind::Patch => w.patches += 1,
+                }
+            }
+            w
+        })
+        .collect()
 }
 
 /// Storage facts for a report.
@@ -169,6 +251,9 @@ pub struct Programmer {
     sessions: u32,
     nand_programs: u64,
     raw_bytes: u64,
+    writes: Vec<StorageWrite>,
+    writes_dropped: u64,
+    write_seq: Arc<AtomicUsize>,
 }
 
 /// Per-`serve` link state.
@@ -310,6 +395,9 @@ impl Programmer {
             sessions: 0,
             nand_programs: 0,
             raw_bytes: 0,
+            writes: Vec::new(),
+            writes_dropped: 0,
+            write_seq: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -328,6 +416,42 @@ impl Programmer {
     /// Every command seen so far.
     pub fn commands(&self) -> &[CommandRecord] {
         &self.commands
+    }
+
+    /// Every command that changed the storage so far, in order ([`writes_per_region`] counts
+    /// them per partition).
+    pub fn writes(&self) -> &[StorageWrite] {
+        &self.writes
+    }
+
+    /// Writes not logged because the log was full.
+    pub fn writes_dropped(&self) -> u64 {
+        self.writes_dropped
+    }
+
+    /// A live count of the storage writes so far (logged or not), readable from another
+    /// thread while the programmer serves: a harness marks where each host attempt's writes
+    /// end in [`Programmer::writes`].
+    pub fn write_seq(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.write_seq)
+    }
+
+    /// Log a storage write; the index of its entry, if logged.
+    fn log_write(&mut self, kind: WriteKind, lun: u32, start: u64, sectors: u64) -> Option<usize> {
+        self.write_seq.fetch_add(1, Ordering::SeqCst);
+        if self.writes.len() >= MAX_RECORDED_COMMANDS {
+            self.writes_dropped += 1;
+            return None;
+        }
+        self.writes.push(StorageWrite {
+            session: self.sessions,
+            kind,
+            lun,
+            start_sector: start,
+            num_sectors: sectors,
+            bytes: 0,
+        });
+        Some(self.writes.len() - 1)
     }
 
     /// Sectors as a `<read>` without last_sector returns them.
@@ -711,6 +835,11 @@ impl Programmer {
             }
         }
         io.respond(true, true, &[])?;
+        let logged = if io.skip_write {
+            None
+        } else {
+            self.log_write(WriteKind::Program, a.lun, start, count)
+        };
 
         // Receive exactly total_bytes of raw data.
         let mut throttle = Throttle::new(self.opts.throughput_limit);
@@ -744,6 +873,9 @@ impl Programmer {
                         fail_at,
                         &mut failed_page,
                     );
+                    if let Some(i) = logged {
+                        self.writes[i].bytes += whole;
+                    }
                 }
                 written_sectors += n;
             }
@@ -907,6 +1039,7 @@ impl Programmer {
             let nand = self.storage.nand_mut().expect("nand storage");
             match nand.erase(start, count, a.last) {
                 Ok(plan) => {
+                    self.log_write(WriteKind::Erase, a.lun, start, count);
                     for b in &plan.skipped {
                         io.log(&format!("INFO: Skipping bad block {b}"))?;
                     }
@@ -929,6 +1062,7 @@ impl Programmer {
             if let Some(s) = self.storage.block_store_mut(a.lun) {
                 s.erase(start * ss, count * ss);
             }
+            self.log_write(WriteKind::Erase, a.lun, start, count);
             io.log(&format!("INFO: Erased {count} sectors at {start}"))?;
             io.ack()
         }
@@ -1014,6 +1148,7 @@ impl Programmer {
             .block_store_mut(a.lun)
             .ok_or("ERROR: no such physical partition")?;
         store.write(at, &bytes[..size as usize]);
+        self.log_write(WriteKind::Patch, a.lun, at / ss, 1);
         Ok(format!(
             "INFO: Patched sector {start}, offset {byte_offset}, {size} bytes with value {v:#x}"
         ))

@@ -931,6 +931,70 @@ fn fault_nand_write_fail() {
 }
 
 #[test]
+fn storage_writes_are_logged_and_counted_per_partition() {
+    use super::programmer::{writes_per_region, WriteKind};
+    let mut h = start(Programmer::new(&nand_em12g_clean(), quiet()));
+    let a = "PAGES_PER_BLOCK=\"64\" SECTOR_SIZE_IN_BYTES=\"4096\" physical_partition_number=\"0\" last_sector=\"10751\" start_sector=\"9984\"";
+    assert!(h
+        .command(&format!("<erase {a} num_partition_sectors=\"768\" />"))
+        .ack());
+    let data = pattern(100 * 4096, 3);
+    assert!(h
+        .program(&format!("{a} num_partition_sectors=\"100\""), &data, false)
+        .ack());
+    // Refused commands and reads change nothing and are not logged.
+    assert!(!h
+        .command(&format!("<program {a} num_partition_sectors=\"1\" />"))
+        .ack());
+    h.read(&format!("{a} num_partition_sectors=\"1\""), 4096);
+    let (prog, _) = h.finish();
+    let log = prog.writes();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!((log[0].kind, log[0].num_sectors), (WriteKind::Erase, 768));
+    assert_eq!(
+        (log[1].kind, log[1].bytes),
+        (WriteKind::Program, data.len() as u64)
+    );
+    assert_eq!(log[1].session, 1);
+    let regions = prog.storage().regions();
+    let counts = writes_per_region(log, &regions);
+    let hit: Vec<_> = counts
+        .iter()
+        .filter(|c| c.programs + c.erases > 0)
+        .collect();
+    assert!(!hit.is_empty());
+    for c in &hit {
+        assert!(
+            c.start_sector < 10752 && c.start_sector + c.num_sectors > 9984,
+            "{c:?}"
+        );
+    }
+    let programmed: Vec<_> = hit.iter().filter(|c| c.programs > 0).collect();
+    assert_eq!(programmed.len(), 1, "{programmed:?}");
+    assert_eq!(
+        (programmed[0].programs, programmed[0].bytes),
+        (1, data.len() as u64)
+    );
+    // An interrupted program is logged with the bytes that reached the storage.
+    let mut h = start(Programmer::new(
+        &StorageProfile::emmc_msm8916(),
+        with_faults(vec![Fault::DropInRaw(Some(3 << 20))]),
+    ));
+    let r = h.command("<program SECTOR_SIZE_IN_BYTES=\"512\" num_partition_sectors=\"16384\" physical_partition_number=\"0\" start_sector=\"400480\" />");
+    assert_eq!(r.response.get("rawmode"), Some("true"));
+    for c in pattern(8 << 20, 1).chunks(1 << 20) {
+        if h.link.write(c, T).is_err() {
+            break;
+        }
+    }
+    let (prog, _) = h.finish();
+    let log = prog.writes();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].kind, WriteKind::Program);
+    assert!(log[0].bytes > 0 && log[0].bytes < 8 << 20, "{:?}", log[0]);
+}
+
+#[test]
 fn throughput_limit_slows_raw_data() {
     let opts = ProgrammerOptions {
         throughput_limit: Some(4 << 20),
