@@ -4,6 +4,7 @@
 
 pub mod announce;
 pub mod bootrom;
+pub mod campaign;
 pub mod device;
 pub mod dryrun;
 pub mod elf;
