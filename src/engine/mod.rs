@@ -12,4 +12,5 @@ pub mod outcome;
 pub mod partitions;
 pub mod plan;
 pub mod prepare;
+pub mod resume;
 pub mod sahara;
