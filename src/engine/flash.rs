@@ -818,7 +818,9 @@ fn journaled_steps<T: Transport>(
                         progress(k);
                     });
                     *sent_now += last;
-                    rate.add_program(last, t.elapsed());
+                    if r.is_ok() {
+                        rate.add_program(last, t.elapsed());
+                    }
                     r.map(|_| Some(hex::encode(hr.hasher.finalize())))
                 }
                 FlashStep::Program { cmd, source, name } => {
@@ -895,17 +897,24 @@ fn journaled_steps<T: Transport>(
     Ok(AttemptEnd::Completed)
 }
 
-/// The chunk size for this attempt: [`JournalRun::chunk_bytes`], shrunk in a boot-loop window
-/// to about a quarter of the usable window once a rate is known (never below
-/// [`MIN_CHUNK_BYTES`]).
+/// Longest a chunk should take at the measured rate, boot loop or not: a slow link still gets
+/// a confirmation (and a resume point) at least this often.
+pub const MAX_CHUNK_TIME: Duration = Duration::from_millis(500);
+
+/// The chunk size for this attempt: [`JournalRun::chunk_bytes`], once a rate is known at most
+/// [`MAX_CHUNK_TIME`] of transfer, and in a boot-loop window at most about a quarter of the
+/// usable window (never below [`MIN_CHUNK_BYTES`]).
 fn chunk_size(jr: &JournalRun<'_>) -> u64 {
     let base = jr.chunk_bytes.max(1);
-    let (Some(w), Some(rate)) = (jr.window, jr.rate.bytes_per_s()) else {
+    let Some(rate) = jr.rate.bytes_per_s() else {
         return base;
     };
-    let usable = (w.length.as_secs_f64() - jr.rate.setup_secs.unwrap_or(0.0)).max(0.0);
-    let quarter = (rate * usable / 4.0) as u64;
-    base.min(quarter.max(MIN_CHUNK_BYTES))
+    let mut secs = MAX_CHUNK_TIME.as_secs_f64();
+    if let Some(w) = jr.window {
+        let usable = (w.length.as_secs_f64() - jr.rate.setup_secs.unwrap_or(0.0)).max(0.0);
+        secs = secs.min(usable / 4.0);
+    }
+    base.min(((rate * secs) as u64).max(MIN_CHUNK_BYTES))
 }
 
 /// A program step sent in confirmed chunks.
@@ -995,8 +1004,9 @@ impl Chunked<'_> {
                 progress(off + k);
             });
             *self.sent_now += last;
-            self.rate.add_program(last, t.elapsed());
             r?;
+            // Only whole transfers count: a cut one measures the cut, not the link.
+            self.rate.add_program(last, t.elapsed());
             done += n;
             *self.worked = true;
             if let Err(e) = self.journal.append(Record::Chunk {

@@ -183,7 +183,16 @@ impl Reconnect for SourceReconnect {
             if let Some(loc) = pick {
                 let p = self.present.get_mut(&loc).expect("picked from the map");
                 p.used = true;
-                let transport = (self.open)(&p.snapshot)?;
+                let transport = match (self.open)(&p.snapshot) {
+                    Ok(t) => t,
+                    // Gone again before it could be opened (a short window, a glitch): wait
+                    // for the next appearance.
+                    Err(e) if matches!(e.kind, ErrorKind::NoDevice | ErrorKind::DeviceLost) => {
+                        tracing::info!("{loc} could not be opened: {e}");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 return Ok(Some(Link {
                     port: format!("{} at {}", transport.describe(), loc),
                     transport,
