@@ -254,9 +254,10 @@ pub struct FirehoseArgs {
     // --dry-run needs no port: the plan runs against an emulated modem in this process.
     mut_arg("port", |a| a
         .required(false)
-        .required_unless_present("dry_run")
-        .conflicts_with("dry_run")
-        .default_value_if("dry_run", clap::builder::ArgPredicate::IsPresent, Some("-"))),
+        .required_unless_present_any(["dry_run", "sim"])
+        .conflicts_with_all(["dry_run", "sim"])
+        .default_value_if("dry_run", clap::builder::ArgPredicate::IsPresent, Some("-"))
+        .default_value_if("sim", clap::builder::ArgPredicate::IsPresent, Some("-"))),
     after_help = "Exit codes: 0 flashed (or dry run finished), 1 refused or failed (nothing is sent \
         when the package is refused), 2 usage (e.g. the package holds several XML sets: choose \
         one with --set)."
@@ -285,6 +286,20 @@ pub struct FlashArgs {
     /// Do not reset the modem at the end.
     #[arg(long)]
     pub no_reset: bool,
+    /// Instead of --port: follow an emulator (the socket named in the first line of `qrescue
+    /// sim --pty`); the flash starts the moment its unit appears in download mode and goes on
+    /// when it comes back (drops, boot-loop windows).
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        requires = "package",
+        conflicts_with = "dry_run"
+    )]
+    pub sim: Option<PathBuf>,
+    /// Ignore this modem's flash journal and start from the first step (by default a flash
+    /// that was interrupted continues where it stopped, skipping the finished steps).
+    #[arg(long, requires = "package", conflicts_with = "dry_run")]
+    pub fresh: bool,
 }
 
 /// How to read a package: which XML set, against which modem revision.

@@ -608,6 +608,7 @@ pub fn run(args: &BenchArgs, out: &Output) -> crate::Result<()> {
     out.line("Measuring (the emulator runs unthrottled, in this process unless noted)…");
     if !args.console_only {
         device_figures(args, dir.path(), runs, &mut figures)?;
+        crate::cli::bench_resume::figures(args.quick, dir.path(), &mut figures)?;
     }
 
     let idle = Duration::from_secs(if args.quick { 3 } else { 10 });

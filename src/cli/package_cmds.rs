@@ -20,7 +20,7 @@ use crate::backup::Identity;
 use crate::cli::args::{FlashArgs, InspectArgs, PackageChoiceArgs, PackageCommand, StorageArg};
 use crate::cli::firehose_cmds::EventPrinter;
 use crate::cli::output::{self, Output};
-use crate::cli::{backup_cmds, port, recording, signals};
+use crate::cli::{backup_cmds, recording, signals};
 use crate::engine::events::StepKind;
 use crate::engine::firehose::{PowerMode, StorageKind};
 use crate::engine::flash::{self, FlashJob, FlashPlan};
@@ -531,7 +531,10 @@ pub fn flash_package(args: &FlashArgs, package: &Path, out: &Output) -> crate::R
     let mut link: Option<Box<dyn Transport>> = None;
     let mut identity: Option<Identity> = None;
     if !args.dry_run && !ledger.is_empty() {
-        let (t, info) = identify(port::open(&args.fh.port)?, &SaharaConfig::default())?;
+        let (t, info) = identify(
+            crate::cli::flash_resume::open_port(args)?,
+            &SaharaConfig::default(),
+        )?;
         identity = info
             .as_ref()
             .map(Identity::from_device_info)
@@ -586,15 +589,9 @@ pub fn flash_package(args: &FlashArgs, package: &Path, out: &Output) -> crate::R
         reset,
         ..FlashJob::default()
     };
-    let t = match link {
-        Some(t) => t,
-        None => port::open(&args.fh.port)?,
-    };
     out.line("");
-    let mut printer = EventPrinter::new(*out);
-    let report = flash::run(t, plan, &job, &mut |e| printer.event(&e), signals::flag())?;
-    out.json_line(&json!({ "event": "flashed", "report": report }));
-    Ok(())
+    // Journaled: continues when the same unit comes back (and on the next run after a crash).
+    crate::cli::flash_resume::flash(args, package, plan, job, link, out)
 }
 
 /// Run `plan` against an emulated modem in this process whose flash has the plan's geometry,

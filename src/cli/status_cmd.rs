@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::cli::args::StatusArgs;
 use crate::cli::output::{self, Output};
+use crate::engine::journal::{JournalStore, JournalSummary};
 use crate::engine::outcome::{RunDevice, RunHandle, RunRecord, RunStart, RunState, RunStore};
 
 pub fn run(a: &StatusArgs, out: &Output) -> crate::Result<()> {
@@ -19,18 +20,61 @@ pub fn run(a: &StatusArgs, out: &Output) -> crate::Result<()> {
             "No flashes recorded yet (records live in {}). Every flash from the console and from `qrescue flash PACKAGE` is recorded there.",
             store.dir().display()
         ));
-        return Ok(());
-    }
-    out.line(format!(
-        "Recent flashes, newest first (from {}):",
-        store.dir().display()
-    ));
-    for r in &runs {
-        for l in describe(r) {
-            out.line(l);
+    } else {
+        out.line(format!(
+            "Recent flashes, newest first (from {}):",
+            store.dir().display()
+        ));
+        for r in &runs {
+            for l in describe(r) {
+                out.line(l);
+            }
         }
     }
+    journals(a, out)
+}
+
+/// The flash journals (one per unit): what an interrupted flash would continue from.
+fn journals(a: &StatusArgs, out: &Output) -> crate::Result<()> {
+    let store = JournalStore::default_location()?;
+    let list = store.list()?;
+    for j in list.iter().take(a.limit) {
+        out.json_line(&serde_json::json!({ "journal": j }));
+    }
+    if list.is_empty() {
+        return Ok(());
+    }
+    out.line("");
+    out.line(format!(
+        "Flash journals, latest first (from {}):",
+        store.dir().display()
+    ));
+    for j in list.iter().take(a.limit) {
+        out.line(describe_journal(j));
+    }
+    if list.iter().any(|j| !j.finished) {
+        out.line(
+            "    an unfinished journal continues when `qrescue flash` runs the same package on that unit (--fresh starts over)",
+        );
+    }
     Ok(())
+}
+
+/// A journal in one line.
+pub fn describe_journal(j: &JournalSummary) -> String {
+    let state = if j.finished { "FINISHED" } else { "UNFINISHED" };
+    format!(
+        "{}  {:<10}  unit {}  {}/{} steps, {} of {}, {} attempt(s)  {}",
+        j.updated.replace('T', " "),
+        state,
+        j.unit,
+        j.steps_done,
+        j.steps_total,
+        output::bytes(j.bytes_done),
+        output::bytes(j.bytes_total),
+        j.attempts,
+        j.package
+    )
 }
 
 fn secs(ms: u64) -> String {
