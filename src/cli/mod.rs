@@ -9,6 +9,7 @@ pub mod console_cmd;
 pub mod demo;
 pub mod device_cmds;
 pub mod firehose_cmds;
+pub mod info_cmd;
 pub mod logging;
 pub mod output;
 pub mod package_cmds;
@@ -85,7 +86,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         return recording::finish(recording, result);
     };
     let result = match command {
-        Command::Info(a) => sahara_cmds::info(a, &out),
+        Command::Info(a) => info_cmd::run(a, &out),
         Command::Ramdump(a) => sahara_cmds::ramdump(a, &out),
         Command::SaharaUpload(a) => sahara_cmds::upload(a, &out),
         Command::Flash(a) => firehose_cmds::flash(a, &out),

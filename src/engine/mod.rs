@@ -7,6 +7,7 @@ pub mod events;
 pub mod firehose;
 pub mod flash;
 pub mod guards;
+pub mod identify;
 pub mod outcome;
 pub mod partitions;
 pub mod plan;
