@@ -381,7 +381,8 @@ fn a_port_that_does_not_exist_exits_3_no_device() {
 
 #[test]
 fn usage_errors_exit_2_and_name_what_is_missing() {
-    let out = qrescue(&["info"], QUICK);
+    // (`info` alone finds the modem by itself: see tests/cli_info.rs.)
+    let out = qrescue(&["info", "--port"], QUICK);
     assert_eq!(code(&out), 2, "{}", describe(&out));
     assert!(stderr(&out).contains("--port"), "{}", describe(&out));
 

@@ -91,8 +91,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// Start an emulated modem (boot ROM + Firehose programmer) and expose it as a pty.
     Sim(SimArgs),
-    /// Read a modem's identity over Sahara (EDL 9008): version, serial, HW ID, PK hash.
-    Info(PortArgs),
+    /// Who the modem is: in normal mode model, revision, IMEI, ICCID, CFUN, USB composition
+    /// (AT) and the revision over DIAG; in download mode (EDL 9008 / 900e) the boot ROM's
+    /// version, serial, HW ID and PK hash (Sahara).
+    Info(InfoArgs),
     /// Save the RAM regions of a crashed modem (900e, Sahara memory debug) with a sha256 manifest.
     Ramdump(RamdumpArgs),
     /// Upload a Firehose programmer over Sahara and leave the modem in Firehose.
@@ -209,6 +211,47 @@ pub struct PortArgs {
     /// USB: write chunk size in bytes, rounded down to whole packets (default 1048576).
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=(64 << 20)))]
     pub usb_chunk: Option<u32>,
+}
+
+/// How to reach a modem without naming its download-mode port: its normal-mode ports, an
+/// emulator, or the one modem on this host's USB.
+#[derive(Debug, Clone, Args)]
+pub struct FindArgs {
+    /// Normal mode: the modem's AT port (e.g. /dev/ttyUSB2: interface 2 on most Quectel
+    /// modules; `qrescue list` shows each port by interface).
+    #[arg(long, value_name = "TTY")]
+    pub at: Option<PathBuf>,
+    /// Normal mode: the modem's DM (DIAG) port (e.g. /dev/ttyUSB0: interface 0).
+    #[arg(long, value_name = "TTY")]
+    pub dm: Option<PathBuf>,
+    /// The one modem of a running emulator: the socket named in the first line of `qrescue sim`.
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["at", "dm"])]
+    pub sim: Option<PathBuf>,
+    /// Read the USB devices from the sysfs tree under DIR instead of this host's USB (tests).
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with_all = ["at", "dm", "sim"])]
+    pub sysfs_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    // Without --port, info finds the modem (or uses --at/--dm); "-" stands for "not given".
+    mut_arg("port", |a| a
+        .required(false)
+        .default_value("-")
+        .hide_default_value(true)
+        .conflicts_with_all(["at", "dm", "sim", "sysfs_root"])),
+    after_help = "Without --port, --at or --dm, qrescue finds the one modem (on USB, or with --sim \
+        on a running `qrescue sim`) and asks it in the way its mode allows. In normal mode only \
+        reading commands are sent (ATI, AT+QGMR, AT+CGSN, AT+QCCID, AT+CFUN?, AT+QCFG=\"usbnet\", \
+        AT+QSECBOOT?, DIAG 7C); nothing changes the USB composition.\n\n\
+        Exit codes: 0 identified, 1 failed, 2 usage (e.g. several modems: name one), 3 no modem, \
+        4 permission, 6 the modem was lost."
+)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub port: PortArgs,
+    #[command(flatten)]
+    pub find: FindArgs,
 }
 
 #[derive(Debug, Args)]

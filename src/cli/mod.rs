@@ -11,6 +11,7 @@ pub mod demo;
 pub mod device_cmds;
 pub mod firehose_cmds;
 pub mod flash_resume;
+pub mod info_cmd;
 pub mod logging;
 pub mod output;
 pub mod package_cmds;
@@ -87,7 +88,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         return recording::finish(recording, result);
     };
     let result = match command {
-        Command::Info(a) => sahara_cmds::info(a, &out),
+        Command::Info(a) => info_cmd::run(a, &out),
         Command::Ramdump(a) => sahara_cmds::ramdump(a, &out),
         Command::SaharaUpload(a) => sahara_cmds::upload(a, &out),
         Command::Flash(a) => firehose_cmds::flash(a, &out),

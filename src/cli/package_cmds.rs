@@ -25,7 +25,7 @@ use crate::engine::events::StepKind;
 use crate::engine::firehose::{PowerMode, StorageKind};
 use crate::engine::flash::{self, FlashJob, FlashPlan};
 use crate::engine::prepare::{
-    prepare, CompatReport, PrepareRequest, Prepared, ProgrammerUse, Stage, Verdict,
+    prepare, CompatReport, PrepareRequest, Prepared, ProgrammerUse, Reason, Stage, Verdict,
 };
 use crate::engine::sahara::SaharaConfig;
 use crate::sim::device::DeviceConfig;
@@ -81,21 +81,91 @@ fn request(
     }
 }
 
-/// The verdict, with `note` added where a verified backup would lift a refusal (also used by
-/// `qrescue demo`).
+/// The verdict, each reason's advice said once, and `note` added (once, at the end of the last
+/// reason it applies to) where a verified backup would lift a refusal (also used by `qrescue
+/// demo`).
 pub(crate) fn verdict(p: &Prepared, note: &str) -> Verdict {
     let mut v = p.verdict();
-    if note.is_empty() {
-        return v;
+    tidy_reasons(&mut v.reasons, note);
+    v
+}
+
+/// Say each reason's advice once (the guard words its advice per blocked step, so "Back up EFS2
+/// …" and "Or back up EFS2 …" arrive together), and add `note` to the last reason a backup
+/// would lift, so the combined error says it once.
+fn tidy_reasons(reasons: &mut [Reason], note: &str) {
+    for r in reasons.iter_mut() {
+        r.next = dedupe_sentences(&r.next);
     }
-    for r in &mut v.reasons {
-        let backup_helps = r.stage == Stage::Guard
-            || (r.stage == Stage::Compatibility && r.next.contains("back up"));
-        if backup_helps && !r.next.contains(note) {
+    if note.is_empty() {
+        return;
+    }
+    let backup_helps = |r: &Reason| {
+        r.stage == Stage::Guard || (r.stage == Stage::Compatibility && r.next.contains("back up"))
+    };
+    if let Some(r) = reasons.iter_mut().rev().find(|r| backup_helps(r)) {
+        if !r.next.contains(note) {
             r.next = format!("{} {note}", r.next);
         }
     }
-    v
+}
+
+/// Split advice into sentences (at `. `, `: ` is not a break) without breaking inside
+/// parentheses.
+fn sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'(' => depth += 1,
+            b')' => depth = (depth - 1).max(0),
+            b'.' | b'!' | b'?' if depth == 0 && bytes.get(i + 1) == Some(&b' ') => {
+                out.push(text[start..=i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let rest = text[start..].trim();
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+/// `text` with every sentence that says what an earlier one said dropped ("Or back up X …"
+/// repeats "Back up X …").
+fn dedupe_sentences(text: &str) -> String {
+    let key = |s: &str| {
+        let t = s.trim();
+        let t = t
+            .strip_prefix("Or ")
+            .or_else(|| t.strip_prefix("or "))
+            .unwrap_or(t);
+        t.trim_end_matches('.').to_lowercase()
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let mut kept: Vec<String> = Vec::new();
+    for s in sentences(text) {
+        let k = key(s);
+        if seen.contains(&k) {
+            continue;
+        }
+        seen.push(k);
+        kept.push(s.to_string());
+    }
+    // A sentence that began "Or …" and now comes first reads as the first choice.
+    if let Some(first) = kept.first_mut() {
+        if let Some(rest) = first.strip_prefix("Or ") {
+            let mut c = rest.chars();
+            if let Some(f) = c.next() {
+                *first = f.to_uppercase().chain(c).collect();
+            }
+        }
+    }
+    kept.join(" ")
 }
 
 fn inspect(a: &InspectArgs, out: &Output) -> crate::Result<()> {
@@ -719,6 +789,55 @@ mod tests {
             "{} columns: {row}",
             row.chars().count()
         );
+    }
+
+    #[test]
+    fn a_factory_refusal_gives_its_backup_advice_once() {
+        // What the guard says for a factory set: one step erases EFS2, another writes cefs.mbn.
+        let guard = Reason {
+            stage: Stage::Guard,
+            what: "qrescue stopped before sending anything".into(),
+            why: "…".into(),
+            next: "Back up EFS2 of this modem first (qrescue backup); once the copy is verified \
+                   by read-back, run this again. Choose the package's _update XML instead of \
+                   _factory (or of an erase-all): it leaves the EFS area alone. Or back up EFS2 \
+                   of this modem first (qrescue backup); once the copy is verified by read-back, \
+                   run this again."
+                .into(),
+        };
+        let compat = Reason {
+            stage: Stage::Compatibility,
+            what: "another variant".into(),
+            why: "…".into(),
+            next: "back up the modem's own data first, then use --override".into(),
+        };
+        let mut reasons = vec![guard, compat];
+        tidy_reasons(&mut reasons, "(NOTE.)");
+        let g = &reasons[0].next;
+        assert_eq!(
+            g.matches("ack up EFS2 of this modem first").count(),
+            1,
+            "{g}"
+        );
+        assert!(g.starts_with("Back up EFS2"), "{g}");
+        assert!(g.contains("_update XML"), "{g}");
+        // The note goes once, to the last reason a backup lifts.
+        assert!(!g.contains("(NOTE.)"), "{g}");
+        assert!(reasons[1].next.ends_with("(NOTE.)"));
+        let v = Verdict {
+            flashable: false,
+            summary: "refused".into(),
+            reasons,
+        };
+        let next = v.to_error().unwrap().next;
+        assert_eq!(next.matches("ack up EFS2").count(), 1, "{next}");
+        assert_eq!(next.matches("(NOTE.)").count(), 1, "{next}");
+        // Parentheses and other text are kept as they are; an "Or" left first is capitalised.
+        assert_eq!(
+            dedupe_sentences("Or use X (e.g. a. b). Or use X (e.g. a. b). Then Y."),
+            "Use X (e.g. a. b). Then Y."
+        );
+        assert_eq!(dedupe_sentences("One. Two."), "One. Two.");
     }
 
     #[test]

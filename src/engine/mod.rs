@@ -8,6 +8,7 @@ pub mod firehose;
 pub mod flash;
 pub mod guards;
 pub mod journal;
+pub mod identify;
 pub mod outcome;
 pub mod partitions;
 pub mod plan;

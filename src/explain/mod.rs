@@ -304,17 +304,53 @@ pub fn first_cause(findings: &[Finding]) -> Option<&Finding> {
         })
 }
 
-/// A reading of a qrescue error's underlying text (its lower-level cause, then `why`, then
-/// `what`) that adds something: a problem, not a generic wrapper, and not what the error already
-/// says (errors built from the Firehose table carry that table's words already).
+/// Whether `e` carries text a device or the OS wrote (not qrescue's own words): OS and transport
+/// errors (kernel messages, errno texts, USB open failures), Sahara session errors (the boot
+/// ROM's status codes), Firehose responses (the programmer's own documents), AT replies
+/// (`+CME ERROR`, final results) and DIAG replies.
+fn is_device_or_os_text(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        // An OS error, or one made around a device error; not a message qrescue wrapped.
+        return match io.get_ref() {
+            None => true,
+            Some(inner) => is_device_or_os_text(inner),
+        };
+    }
+    e.is::<nix::errno::Errno>()
+        || e.is::<crate::transport::TransportError>()
+        || e.is::<crate::transport::usb::UsbOpenError>()
+        || e.is::<crate::protocol::sahara::HostError>()
+        || e.is::<crate::protocol::firehose::ResponseError>()
+        || e.is::<crate::protocol::at::AtError>()
+        || e.is::<crate::protocol::diag::packet::DiagError>()
+}
+
+/// Most links of a source chain looked at.
+const MAX_CHAIN: usize = 8;
+
+/// A reading of the device's or the OS's own words behind a qrescue error — the text of its
+/// lower-level causes ([`crate::Error::source`] and their sources) that a device, a programmer,
+/// the kernel or an AT port wrote — when it adds something: a problem, not a generic wrapper,
+/// and not what the error already says (errors built from the Firehose table carry that table's
+/// words already).
+///
+/// qrescue's own sentences (`what`, `why`, and causes that are qrescue errors or qrescue's own
+/// parse errors) are never read: a warning such as "the modem would sit in +CFUN: 5" must not
+/// be "explained" as if the modem had answered it.
 pub fn explain_error(e: &crate::Error) -> Option<Explanation> {
-    let source = e.source.as_ref().map(|s| s.to_string());
-    let found = source
+    let mut texts = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    for _ in 0..MAX_CHAIN {
+        let Some(cause) = next else { break };
+        if is_device_or_os_text(cause) {
+            texts.push(cause.to_string());
+        }
+        next = cause.source();
+    }
+    texts
         .iter()
-        .chain([&e.why, &e.what])
         .filter_map(|t| explain(t, Context::Any))
-        .find(|x| x.severity.is_problem() && !x.generic && x.title != e.what && x.next != e.next);
-    found
+        .find(|x| x.severity.is_problem() && !x.generic && x.title != e.what && x.next != e.next)
 }
 
 /// The explanation shown with an engine event: a `log` event whose message is known and not

@@ -421,3 +421,38 @@ fn log_events_carry_an_explanation_in_json() {
         assert_eq!(j, serde_json::to_value(&e).unwrap());
     }
 }
+
+#[test]
+fn errors_are_explained_only_by_device_or_os_text_never_by_our_own_sentences() {
+    use crate::protocol::at::{AtError, CmeError, FinalResult};
+    // qrescue's own warning names +CFUN: 5 (what *would* happen): no second meaning.
+    let ours = crate::Error::failure(
+        "qrescue stopped before sending anything: step 14 would destroy EFS2",
+        "Without its RF calibration and IMEI the modem would sit in +CFUN: 5 with no signal",
+        "Back up EFS2 first",
+    );
+    assert!(explain_error(&ours).is_none());
+    // The same text in a qrescue error nested as the cause, or in our own wrapped io::Error,
+    // is still ours.
+    let nested = crate::Error::failure("the update stopped", "see the cause", "retry").with_source(
+        crate::Error::failure("x", "the modem answered +CFUN: 5", "y"),
+    );
+    assert!(explain_error(&nested).is_none());
+    let wrapped = crate::Error::failure("x", "y", "z")
+        .with_source(std::io::Error::other("the modem would sit in +CFUN: 5"));
+    assert!(explain_error(&wrapped).is_none());
+    // The modem's own AT answer is explained.
+    let at = crate::Error::failure("The modem refused AT+CFUN=1", "see the answer", "retry")
+        .with_source(AtError::Failed {
+            command: "AT+CFUN=1".into(),
+            result: FinalResult::CmeError(CmeError::parse("3")),
+        });
+    let x = explain_error(&at).expect("the +CME ERROR is the modem's");
+    assert_eq!(x.id, "at_cme_error");
+    // An OS error below a qrescue error is still found (the chain is followed).
+    let deep = crate::Error::failure("the backup failed", "see the cause", "retry").with_source(
+        crate::Error::failure("cannot open", "ours", "ours")
+            .with_source(std::io::Error::from_raw_os_error(16)),
+    );
+    assert_eq!(explain_error(&deep).unwrap().id, "port_busy");
+}
