@@ -186,6 +186,9 @@ fn notice_line(n: &ResumeNotice) -> Option<String> {
             f.windows_total,
             f.windows_left
         ),
+        ResumeNotice::Unjournaled { why } => format!(
+            "No journal for this flash: the modem's serial could not be read ({why}). It runs once; if it is cut, power-cycle the modem into 9008 and flash again"
+        ),
     })
 }
 

@@ -290,12 +290,17 @@ pub enum ResumeNotice {
     OtherUnit { found: UnitKey, expected: UnitKey },
     /// How many windows the plan needs (after the first measured window).
     Windows(WindowForecast),
+    /// The unit's serial could not be read (its programmer was already running): this flash
+    /// runs once, without a journal, and cannot be resumed.
+    Unjournaled { why: String },
 }
 
 /// What a finished resumable flash did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResumeReport {
-    pub unit: UnitKey,
+    /// The unit the journal is kept for; `None` when its serial could not be read (a
+    /// programmer already running) and the flash ran once without a journal.
+    pub unit: Option<UnitKey>,
     pub opening: Opening,
     pub attempts: u32,
     /// Image bytes sent over all attempts.
@@ -479,7 +484,34 @@ pub fn flash_resumable(
             Err(e) => return Err(e),
         };
         let Some(key) = info.as_ref().and_then(UnitKey::from_device_info) else {
-            return Err(unknown_unit());
+            if journal.is_some() {
+                // A unit that told its serial before and not now may be another modem.
+                return Err(unknown_unit());
+            }
+            notice(&ResumeNotice::Unjournaled {
+                why: unknown_unit().why,
+            });
+            attempts += 1;
+            let report = crate::engine::flash::run(t, plan, job, emit, cancel)?;
+            let bytes_sent = report.bytes;
+            return Ok(ResumeReport {
+                unit: None,
+                opening: Opening::New {
+                    replaced_finished: false,
+                    fresh: true,
+                },
+                attempts,
+                bytes_sent,
+                windows: None,
+                last: AttemptReport {
+                    end: crate::engine::flash::AttemptEnd::Completed,
+                    report,
+                    skipped: Vec::new(),
+                    continued: None,
+                    reerased: None,
+                    steps_left: 0,
+                },
+            });
         };
         match &journal {
             Some((j, _)) if *j.unit() != key => {
@@ -551,7 +583,7 @@ pub fn flash_resumable(
         match result {
             Ok(last) if last.end == AttemptEnd::Completed => {
                 return Ok(ResumeReport {
-                    unit: j.unit().clone(),
+                    unit: Some(j.unit().clone()),
                     opening: opening.clone(),
                     attempts,
                     bytes_sent: sent_total,
