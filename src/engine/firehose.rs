@@ -102,6 +102,10 @@ pub struct FirehoseSession<T: Transport> {
     /// The start of the last device document that could not be parsed (reset per wait), so a
     /// wait that ends without an answer can say the answer arrived garbled.
     garbled: Option<String>,
+    /// When the unreadable document was a response, the current wait ends by this instant: the
+    /// programmer has answered and will not answer again, so the rest of a long (size-scaled)
+    /// timeout is not waited out.
+    garbled_until: Option<Instant>,
 }
 
 fn elapsed_s(d: Duration) -> String {
@@ -124,6 +128,7 @@ impl<T: Transport> FirehoseSession<T> {
             opts,
             rx: vec![0; RX_BUF],
             garbled: None,
+            garbled_until: None,
         }
     }
 
@@ -264,6 +269,11 @@ impl<T: Transport> FirehoseSession<T> {
                                 "ignoring an unreadable document from the device ({e}): {head:?}"
                             );
                             self.garbled = Some(head.chars().take(120).collect());
+                            if head.contains("<response") {
+                                let grace = Instant::now() + self.opts.timeouts.short_command;
+                                self.garbled_until =
+                                    Some(self.garbled_until.map_or(grace, |g| g.min(grace)));
+                            }
                         }
                     }
                     continue;
@@ -278,6 +288,7 @@ impl<T: Transport> FirehoseSession<T> {
                     );
                 }
             }
+            let deadline = self.garbled_until.map_or(deadline, |g| deadline.min(g));
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Ok(None);
@@ -317,17 +328,30 @@ impl<T: Transport> FirehoseSession<T> {
         out
     }
 
-    /// Wait for the response to `name`, collecting logs, within `timeout`.
+    /// Wait for the response to `name`, collecting logs, within `timeout` (cut short when the
+    /// response itself arrives unreadable: see `garbled_until`).
     fn wait_response(&mut self, name: &str, timeout: Duration) -> crate::Result<Exchange> {
+        self.garbled = None;
+        self.garbled_until = None;
+        let r = self.wait_response_within(name, timeout);
+        self.garbled_until = None;
+        r
+    }
+
+    fn wait_response_within(&mut self, name: &str, timeout: Duration) -> crate::Result<Exchange> {
         let deadline = Instant::now() + timeout;
         let during = format!("waiting for the answer to {name}");
         let mut ex = Exchange::default();
-        self.garbled = None;
         loop {
             match self.next_message(deadline, &during)? {
                 None => {
                     if let Some(doc) = self.garbled.take() {
-                        return Err(self.garbled_answer(name, &doc, timeout));
+                        let waited = if self.garbled_until.is_some() {
+                            self.opts.timeouts.short_command.min(timeout)
+                        } else {
+                            timeout
+                        };
+                        return Err(self.garbled_answer(name, &doc, waited));
                     }
                     return Err(self.stalled(&format!("waiting for the answer to {name}"), timeout));
                 }
@@ -1503,6 +1527,38 @@ mod tests {
         fh.patch(&Patch::disk(512, 0, "NUM_DISK_SECTORS-1.", 16, 4, "0"))
             .unwrap();
         assert_eq!(writes.lock().unwrap().len(), 2);
+    }
+
+    /// Found by the fault campaign (a NAND erase answered with broken XML waited out its whole
+    /// size-scaled timeout, minutes for a large partition): once the response itself arrived
+    /// unreadable, the wait ends after `short_command`.
+    #[test]
+    fn a_garbled_response_is_not_waited_out_for_the_whole_scaled_timeout() {
+        use crate::transport::{pipe, Framing};
+        let (host, mut dev) = pipe::pair(Framing::Stream);
+        let device = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut got = Vec::new();
+            while !got.ends_with(b"</data>") {
+                match dev.read(&mut buf, Duration::from_secs(5)) {
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(_) => return,
+                }
+            }
+            let garbled = b"<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<data>\n<response value=\"ACK\" rawmode=\n</data>";
+            dev.write(garbled, Duration::from_secs(1)).unwrap();
+            // Silent from now on, until the host goes away.
+            while dev.read(&mut buf, Duration::from_secs(30)).is_ok() {}
+        });
+        let mut opts = fast_opts();
+        // An erase whose scaled wait is long (as for a large NAND partition).
+        opts.timeouts.erase_base = Duration::from_secs(120);
+        let mut fh = FirehoseSession::new(host, vec![], opts);
+        let e = fh.erase(&Erase::new(4096, 64, 0, "9984")).unwrap_err();
+        assert!(e.what.contains("could not be read"), "{e}");
+        assert!(e.why.contains("within 0.2 s"), "{e}");
+        drop(fh);
+        device.join().unwrap();
     }
 
     #[test]

@@ -90,8 +90,10 @@ pub struct CampaignConfig {
     pub only: Option<u32>,
     /// Upper bound of one attempt (prepare + flash); an attempt past it is a hang.
     pub attempt_limit: Duration,
-    /// Attempts per run before a failed run counts as not recovered (boot-loop windows add
-    /// one each).
+    /// Attempts per run before a failed run counts as not recovered, on top of two per fault
+    /// drawn and one per boot-loop window: every fault is one-shot, so it fails at most one
+    /// attempt, plus one more when that attempt is re-run on the unit as the fault left it
+    /// (never twice in a row: the second re-run power-cycles it).
     pub max_attempts: u32,
     /// Image bytes of the generated packages, drawn per run from this range.
     pub image_bytes: std::ops::Range<u64>,
@@ -112,7 +114,7 @@ impl Default for CampaignConfig {
             seed: 1,
             only: None,
             attempt_limit: Duration::from_secs(40),
-            max_attempts: 5,
+            max_attempts: 1,
             image_bytes: (192 << 10)..(768 << 10),
             expect_resume: false,
             workdir: None,
@@ -899,6 +901,9 @@ fn campaign_job(programmer: Vec<u8>) -> FlashJob {
                 read_idle: two,
                 power_ack: Duration::from_secs(1),
                 power_drain: Duration::from_millis(100),
+                // The emulator erases at once; a unit that does not answer an erase is found
+                // out in seconds, not in the minutes a real NAND would be given.
+                min_erase_bytes_per_s: 64 << 20,
                 ..Timeouts::default()
             },
             ..FirehoseOptions::default()
@@ -1220,6 +1225,78 @@ fn locate(model: &[Expected], lun: u32, at: u64, len: u64) -> Option<(usize, usi
 }
 
 // ---------------------------------------------------------------------------------------------
+// The invariants on device-unique data and resume
+// ---------------------------------------------------------------------------------------------
+
+/// Device-unique partitions that were written (per the unit's write log) or changed (their
+/// sha256 now differs from before the run) without a verified backup of exactly them, for
+/// `serial`, on the ledger.
+fn unique_data_problems(
+    unique: &[Unique],
+    log: &[StorageWrite],
+    storage: &Storage,
+    ledger: &dyn BackupLedger,
+    serial: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for u in unique {
+        let r = &u.region;
+        let written = log.iter().any(|w| w.touches(r));
+        let changed = storage.physical_sha256(r.lun, r.start_sector, r.num_sectors) != u.sha256;
+        if !(written || changed) {
+            continue;
+        }
+        let region = guards::Region {
+            lun: r.lun,
+            start_sector: r.start_sector,
+            num_sectors: r.num_sectors,
+            sector_size: storage.sector_size(),
+        };
+        if ledger.verified_backup(serial, &region).is_none() {
+            out.push(format!(
+                "{} (LUN {} sectors {}..{}) was {} without a verified backup of it on the ledger",
+                r.name,
+                r.lun,
+                r.start_sector,
+                r.start_sector + r.num_sectors,
+                if changed { "changed" } else { "written" },
+            ));
+        }
+    }
+    out
+}
+
+/// Partitions (step names) whose program step an attempt finished and a later attempt
+/// programmed again (same LUN and start sector). `completed[k]` and `per_attempt[k]` belong to
+/// attempt `k + 1`.
+fn rewritten_after_completion(
+    completed: &[Vec<(String, u32, Option<String>)>],
+    per_attempt: &[&[StorageWrite]],
+    storage: &Storage,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (k, done) in completed.iter().enumerate() {
+        for (name, lun, start) in done {
+            let Some(start) = start
+                .as_deref()
+                .and_then(|s| expr::eval(s, &storage.expr_env(*lun)?).ok())
+            else {
+                continue;
+            };
+            let again = per_attempt.iter().skip(k + 1).any(|s| {
+                s.iter().any(|w| {
+                    w.kind == WriteKind::Program && w.lun == *lun && w.start_sector == start
+                })
+            });
+            if again && !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // One run
 // ---------------------------------------------------------------------------------------------
 
@@ -1406,7 +1483,7 @@ fn run_inner(
     };
 
     // Attempts: a person running the flash again until it works.
-    let max_attempts = cfg.max_attempts.max(1) + windows;
+    let max_attempts = cfg.max_attempts.max(1) + 2 * report.faults.len() as u32 + windows;
     let faults_of = |n: u32| -> Vec<Fault> {
         let mut f = every_appearance.clone();
         if n == 0 {
@@ -1471,12 +1548,15 @@ fn run_inner(
             AttemptResult::Failed { .. } => None,
         };
         let last = attempt >= max_attempts;
-        // Run again on the unit as it is (still in Firehose), or unplug it.
-        let keep = end_now.is_none()
+        // Run again on the unit as it is (still in Firehose), or unplug it. The coin is drawn
+        // every time, so the draws do not depend on timing.
+        let coin = rng.gen_bool(setup.keep_running);
+        let keep = coin
+            && end_now.is_none()
             && !last
+            && fresh
             && !app.vanished.load(Ordering::SeqCst)
-            && app.running()
-            && rng.gen_bool(setup.keep_running);
+            && app.running();
         if keep {
             let now = write_seq.load(Ordering::SeqCst);
             attempt_writes.push(mark..now);
@@ -1555,38 +1635,12 @@ fn run_inner(
     }
 
     // (ii) Device-unique data.
-    for u in &unique {
-        let touched = log.iter().any(|w| w.touches(&u.region));
-        let now = prog.storage().physical_sha256(
-            u.region.lun,
-            u.region.start_sector,
-            u.region.num_sectors,
+    for problem in unique_data_problems(&unique, log, prog.storage(), &ledger, &serial) {
+        violate(
+            report,
+            Invariant::DeviceUniqueData,
+            format!("{problem} ({:?} backup)", setup.backup),
         );
-        let changed = now != u.sha256;
-        if !(touched || changed) {
-            continue;
-        }
-        let region = guards::Region {
-            lun: u.region.lun,
-            start_sector: u.region.start_sector,
-            num_sectors: u.region.num_sectors,
-            sector_size: prog.storage().sector_size(),
-        };
-        if ledger.verified_backup(&serial, &region).is_none() {
-            violate(
-                report,
-                Invariant::DeviceUniqueData,
-                format!(
-                    "{} (LUN {} sectors {}..{}) was {} without a verified backup on the ledger ({:?} backup)",
-                    u.region.name,
-                    u.region.lun,
-                    u.region.start_sector,
-                    u.region.start_sector + u.region.num_sectors,
-                    if changed { "changed" } else { "written" },
-                    setup.backup
-                ),
-            );
-        }
     }
 
     // (v) The verdict expected from the set and the ledger.
@@ -1667,26 +1721,7 @@ fn run_inner(
     }
 
     // Resume: partitions completed by an attempt and programmed again by a later one.
-    let mut rewritten: Vec<String> = Vec::new();
-    let storage_now = prog.storage();
-    for (k, done) in completed.iter().enumerate() {
-        for (name, lun, start) in done {
-            let Some(start) = start
-                .as_deref()
-                .and_then(|s| expr::eval(s, &storage_now.expr_env(*lun)?).ok())
-            else {
-                continue;
-            };
-            let again = per_attempt.iter().skip(k + 1).any(|s| {
-                s.iter().any(|w| {
-                    w.kind == WriteKind::Program && w.lun == *lun && w.start_sector == start
-                })
-            });
-            if again && !rewritten.contains(name) {
-                rewritten.push(name.clone());
-            }
-        }
-    }
+    let rewritten = rewritten_after_completion(&completed, &per_attempt, prog.storage());
     if cfg.expect_resume && !rewritten.is_empty() {
         violate(
             report,
@@ -1701,4 +1736,247 @@ fn run_inner(
     report.end = outcome;
     drop(dir);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draw(seed: u64, index: u32) -> (u32, SetKind, BackupKind, u64, Vec<Injected>) {
+        let cfg = CampaignConfig::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let s = draw_setup(&cfg, index, &mut rng).unwrap();
+        let nand = s.storage.name().starts_with("nand");
+        let f = draw_faults(&mut rng, nand, 1 << 20, 30);
+        (s.unit.identity.serial, s.set, s.backup, s.image_bytes, f)
+    }
+
+    #[test]
+    fn seeds_reproduce_the_draws_and_faults_stay_in_range() {
+        assert_eq!(draw(5, 0), draw(5, 0));
+        assert_ne!(run_seed(1, 0), run_seed(1, 1));
+        assert_ne!(run_seed(1, 0), run_seed(2, 0));
+        let cfg = CampaignConfig::default();
+        let mut kinds = std::collections::BTreeSet::new();
+        for seed in 0..300 {
+            for index in [0, 1] {
+                let (_, set, backup, bytes, faults) = draw(run_seed(9, seed), index);
+                assert!(cfg.image_bytes.contains(&bytes));
+                assert!(set == SetKind::Factory || backup == BackupKind::None);
+                assert!((1..=3).contains(&faults.len()), "{faults:?}");
+                for (i, f) in faults.iter().enumerate() {
+                    assert!(
+                        faults[..i].iter().all(|g| g.kind() != f.kind()),
+                        "{faults:?}"
+                    );
+                    kinds.insert(f.kind());
+                    match f {
+                        Injected::LinkDrop { at_byte } | Injected::DropInRaw { at_byte } => {
+                            assert!((1..1 << 20).contains(at_byte))
+                        }
+                        Injected::Nak { command } | Injected::GarbledXml { command } => {
+                            assert!((1..30).contains(command))
+                        }
+                        Injected::Hang { command } => assert!((2..30).contains(command)),
+                        Injected::NandWriteFail { .. } => assert_eq!(index, 0, "NAND only"),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        assert_eq!(kinds.len(), 11, "every fault kind is drawn: {kinds:?}");
+    }
+
+    #[test]
+    fn injected_faults_print_as_the_emulator_fault_specs() {
+        let cases = [
+            (Injected::LinkDrop { at_byte: 4096 }, "drop-after:4096"),
+            (Injected::DropInRaw { at_byte: 77 }, "drop-in-raw:77"),
+            (Injected::Nak { command: 3 }, "nak:3"),
+            (Injected::GarbledXml { command: 4 }, "garbled-xml:4"),
+            (Injected::Hang { command: 5 }, "hang:5"),
+            (Injected::NandWriteFail { program: 2 }, "nand-write-fail:2"),
+            (Injected::PayloadTooLarge, "payload-too-large"),
+            (Injected::ConsumeHello, "consume-hello"),
+            (Injected::DonePending, "done-pending"),
+        ];
+        for (f, spec) in cases {
+            assert_eq!(f.to_string(), spec);
+            let parsed: Fault = spec.parse().unwrap();
+            assert_eq!(
+                f.first_appearance().or_else(|| f.programmer()),
+                Some(parsed)
+            );
+            let json = serde_json::to_string(&f).unwrap();
+            assert_eq!(serde_json::from_str::<Injected>(&json).unwrap(), f);
+        }
+        let looped = Injected::BootLoop {
+            window_ms: 300,
+            gap_ms: 50,
+            windows: 2,
+        };
+        assert_eq!(looped.to_string(), "boot-loop:2x300ms/gap 50ms");
+        assert!(looped.first_appearance().is_none() && looped.programmer().is_none());
+    }
+
+    #[test]
+    fn writing_or_changing_device_unique_data_needs_a_verified_backup_of_it() {
+        let unit = Profile::by_name(MODEL).unwrap().for_unit(9);
+        let profile = StorageProfile::by_name("nand-ec25e").unwrap();
+        let (mut storage, unique) = factory_storage(&profile, &unit, 9).unwrap();
+        let names: Vec<&str> = unique.iter().map(|u| u.region.name.as_str()).collect();
+        for n in ["EFS2", "SYS_REV", "RAWDATA"] {
+            assert!(
+                names.iter().any(|m| m.eq_ignore_ascii_case(n)),
+                "{n} in {names:?}"
+            );
+        }
+        let efs = unique
+            .iter()
+            .find(|u| u.region.name.eq_ignore_ascii_case("efs2"))
+            .unwrap()
+            .region
+            .clone();
+        let serial = "0000ABCD";
+        let empty = MemoryLedger::new();
+        assert!(unique_data_problems(&unique, &[], &storage, &empty, serial).is_empty());
+        let erase = StorageWrite {
+            session: 1,
+            kind: WriteKind::Erase,
+            lun: 0,
+            start_sector: efs.start_sector,
+            num_sectors: 64,
+            bytes: 0,
+        };
+        let p = unique_data_problems(&unique, &[erase], &storage, &empty, serial);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains(&efs.name) && p[0].contains("written"),
+            "{p:?}"
+        );
+        // Changed without a logged write (the check does not rely on the log alone).
+        write_region(&mut storage, &efs, b"not this unit's EFS").unwrap();
+        let p = unique_data_problems(&unique, &[], &storage, &empty, serial);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("changed"), "{p:?}");
+        // Only a verified backup of exactly that region, of this unit, counts.
+        let region = guards::Region {
+            lun: efs.lun,
+            start_sector: efs.start_sector,
+            num_sectors: efs.num_sectors,
+            sector_size: storage.sector_size(),
+        };
+        let sha = "ab".repeat(32);
+        let mut ledger = MemoryLedger::new();
+        ledger.record(serial, &efs.name, region.clone(), &sha, false);
+        ledger.record("0000FFFF", &efs.name, region.clone(), &sha, true);
+        let smaller = guards::Region {
+            num_sectors: efs.num_sectors - 64,
+            ..region.clone()
+        };
+        ledger.record(serial, &efs.name, smaller, &sha, true);
+        assert_eq!(
+            unique_data_problems(&unique, &[], &storage, &ledger, serial).len(),
+            1
+        );
+        ledger.record(serial, &efs.name, region, &sha, true);
+        assert!(unique_data_problems(&unique, &[], &storage, &ledger, serial).is_empty());
+    }
+
+    #[test]
+    fn rewritten_partitions_are_those_an_earlier_attempt_completed() {
+        let storage = Storage::new(&StorageProfile::by_name("emmc-msm8916").unwrap());
+        let n = storage.num_sectors(0).unwrap();
+        let program = |start: u64| StorageWrite {
+            session: 1,
+            kind: WriteKind::Program,
+            lun: 0,
+            start_sector: start,
+            num_sectors: 8,
+            bytes: 4096,
+        };
+        let completed = vec![
+            vec![
+                ("modem".to_string(), 0, Some("1000".to_string())),
+                (
+                    "BackupGPT".to_string(),
+                    0,
+                    Some("NUM_DISK_SECTORS-33.".to_string()),
+                ),
+            ],
+            vec![("boot".to_string(), 0, Some("5000".to_string()))],
+        ];
+        let first = [program(1000), program(n - 33)];
+        let later = [program(5000)];
+        assert!(rewritten_after_completion(&completed, &[&first, &later], &storage).is_empty());
+        let again = [program(5000), program(1000), program(n - 33)];
+        assert_eq!(
+            rewritten_after_completion(&completed, &[&first, &again], &storage),
+            ["modem", "BackupGPT"]
+        );
+        // An erase of a completed partition is not a rewrite of it.
+        let erase = [StorageWrite {
+            kind: WriteKind::Erase,
+            ..program(1000)
+        }];
+        assert!(rewritten_after_completion(&completed, &[&first, &erase], &storage).is_empty());
+    }
+
+    /// The engine flashes a generated package with no fault; the verification accepts the
+    /// result and names the partition once one of them no longer holds its image.
+    #[test]
+    fn a_clean_flash_verifies_and_a_changed_partition_does_not() {
+        for (i, name) in PROFILES.iter().enumerate() {
+            let seed = 40 + i as u64;
+            let unit = Profile::by_name(MODEL).unwrap().for_unit(seed);
+            let profile = StorageProfile::by_name(name).unwrap();
+            let (storage, _) = factory_storage(&profile, &unit, seed).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let pkg = package_gen::emit(
+                &dir.path().join("pkg"),
+                &unit,
+                &profile,
+                PackageOptions {
+                    image_bytes: 256 << 10,
+                    seed,
+                },
+            )
+            .unwrap();
+            let programmer = Programmer::with_storage(storage, ProgrammerOptions::default());
+            let mut app = Appearance::start(programmer, &unit, Vec::new(), seed, None);
+            let req = PrepareRequest {
+                package: pkg.root.clone(),
+                ..PrepareRequest::default()
+            };
+            let link = app.host.take().unwrap();
+            let limit = Duration::from_secs(60);
+            let (out, _) =
+                watched_attempt(&req, &MemoryLedger::new(), "1", link, limit, &app.cutter);
+            assert_eq!(out.result, AttemptResult::Flashed, "{name}");
+            app.host = Some(out.link);
+            let (_, mut prog) = app.finish().unwrap();
+            let plan = out.plan.unwrap();
+            let n = verify_storage(&plan, prog.storage()).unwrap();
+            let programs = plan
+                .steps
+                .iter()
+                .filter(|s| matches!(s, FlashStep::Program { .. }))
+                .count();
+            assert_eq!(n, programs, "{name}");
+            let counts = writes_per_region(prog.writes(), &prog.storage().regions());
+            let modem = counts.iter().find(|c| c.name == "modem").unwrap();
+            assert_eq!(modem.programs, 1, "{name}: {modem:?}");
+            // Another image in the modem partition.
+            let region = prog
+                .storage()
+                .regions()
+                .into_iter()
+                .find(|r| r.name == "modem")
+                .unwrap();
+            write_region(prog.storage_mut(), &region, b"another image").unwrap();
+            let problems = verify_storage(&plan, prog.storage()).unwrap_err();
+            assert_eq!(problems.len(), 1, "{name}: {problems:?}");
+            assert!(problems[0].starts_with("modem"), "{name}: {problems:?}");
+        }
+    }
 }
