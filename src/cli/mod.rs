@@ -19,6 +19,7 @@ pub mod replay_cmd;
 pub mod sahara_cmds;
 pub mod signals;
 pub mod sim_cmd;
+pub mod station_cmd;
 pub mod status_cmd;
 pub mod watch_cmd;
 
