@@ -193,6 +193,9 @@ pub struct BenchArgs {
     /// Measure only the console figures (terminal bytes/s, first frame, render time).
     #[arg(long)]
     pub console_only: bool,
+    /// Measure only station scaling (1, 4, 8, 16 emulated modems at 4 MB/s each, in parallel).
+    #[arg(long, conflicts_with = "console_only")]
+    pub station_only: bool,
 }
 
 #[derive(Debug, Args)]

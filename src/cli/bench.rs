@@ -602,12 +602,16 @@ fn appearance_bench(dir: &Path, count: u64) -> crate::Result<AppearanceFigures> 
 }
 
 pub fn run(args: &BenchArgs, out: &Output) -> crate::Result<()> {
+    if args.station_only {
+        return crate::cli::bench_station::run(args.quick, out);
+    }
     let dir = tempfile::tempdir().map_err(|e| bench_error("cannot create a temp folder", e))?;
     let mut figures = Vec::new();
     let runs = if args.quick { 3 } else { 9 };
     out.line("Measuring (the emulator runs unthrottled, in this process unless noted)…");
     if !args.console_only {
         device_figures(args, dir.path(), runs, &mut figures)?;
+        figures.extend(crate::cli::bench_station::figures(args.quick)?);
     }
 
     let idle = Duration::from_secs(if args.quick { 3 } else { 10 });

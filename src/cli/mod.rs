@@ -5,6 +5,7 @@ pub mod args;
 pub mod backup_cmds;
 pub mod bench;
 pub mod bench_console;
+pub mod bench_station;
 pub mod console_cmd;
 pub mod demo;
 pub mod device_cmds;
