@@ -195,6 +195,9 @@ pub struct BenchArgs {
     /// Measure only the console figures (terminal bytes/s, first frame, render time).
     #[arg(long)]
     pub console_only: bool,
+    /// Measure only station scaling (1, 4, 8, 16 emulated modems at 4 MB/s each, in parallel).
+    #[arg(long, conflicts_with = "console_only")]
+    pub station_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -295,12 +298,17 @@ pub struct FirehoseArgs {
 #[derive(Debug, Args)]
 #[command(
     // --dry-run needs no port: the plan runs against an emulated modem in this process.
+    // --all / --devices (station) find their modems themselves.
     mut_arg("port", |a| a
         .required(false)
-        .required_unless_present_any(["dry_run", "sim"])
-        .conflicts_with_all(["dry_run", "sim"])
-        .default_value_if("dry_run", clap::builder::ArgPredicate::IsPresent, Some("-"))
-        .default_value_if("sim", clap::builder::ArgPredicate::IsPresent, Some("-"))),
+        .required_unless_present_any(["dry_run", "sim", "all", "devices"])
+        .conflicts_with_all(["dry_run", "sim", "all", "devices"])
+        .default_value_ifs([
+            ("dry_run", clap::builder::ArgPredicate::IsPresent, Some("-")),
+            ("sim", clap::builder::ArgPredicate::IsPresent, Some("-")),
+            ("all", clap::builder::ArgPredicate::IsPresent, Some("-")),
+            ("devices", clap::builder::ArgPredicate::IsPresent, Some("-")),
+        ])),
     after_help = "Exit codes: 0 flashed (or dry run finished), 1 refused or failed (nothing is sent \
         when the package is refused), 2 usage (e.g. the package holds several XML sets: choose \
         one with --set)."
@@ -331,18 +339,60 @@ pub struct FlashArgs {
     pub no_reset: bool,
     /// Instead of --port: follow an emulator (the socket named in the first line of `qrescue
     /// sim --pty`); the flash starts the moment its unit appears in download mode and goes on
-    /// when it comes back (drops, boot-loop windows).
+    /// when it comes back (drops, boot-loop windows). With --all / --devices: repeatable, every
+    /// emulator's modems are candidates.
     #[arg(
         long,
         value_name = "SOCKET",
         requires = "package",
         conflicts_with = "dry_run"
     )]
-    pub sim: Option<PathBuf>,
+    pub sim: Vec<PathBuf>,
     /// Ignore this modem's flash journal and start from the first step (by default a flash
     /// that was interrupted continues where it stopped, skipping the finished steps).
     #[arg(long, requires = "package", conflicts_with = "dry_run")]
     pub fresh: bool,
+    /// Many modems at once (`--all`, `--devices`).
+    #[command(flatten)]
+    pub station: StationArgs,
+}
+
+/// `qrescue flash PACKAGE --all | --devices SEL…`: every matching modem flashed in parallel.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("station_mode").args(["all", "devices"]).multiple(false)))]
+pub struct StationArgs {
+    /// Flash every modem found (in download mode 9008, or in normal mode: switched to 9008
+    /// first), in parallel, each verified after its reset.
+    #[arg(long, requires = "package", conflicts_with_all = ["devices", "dry_run", "no_reset"])]
+    pub all: bool,
+    /// Flash these modems in parallel: usb:3-1.2, usb:serial=49CBD7EF, usb:bus=3,addr=5, usb
+    /// (every modem on this host's USB), sim (every modem of the --sim emulators), sim:N.
+    #[arg(long, value_name = "SEL", num_args = 1.., requires = "package",
+        conflicts_with_all = ["dry_run", "no_reset"],
+        value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<crate::engine::station::Selector>()))]
+    pub devices: Vec<crate::engine::station::Selector>,
+    /// Do not look at this host's USB (only the --sim emulators).
+    #[arg(requires = "station_mode", long)]
+    pub no_usb: bool,
+    /// Also write the run's summary (one row per modem) to FILE: CSV for `.csv`, else JSON
+    /// (repeatable). It is always written to the run folder too.
+    #[arg(requires = "station_mode", long, value_name = "FILE")]
+    pub summary: Vec<PathBuf>,
+    /// The run folder for each modem's log and recording and the summary (default: a new
+    /// folder under $QRESCUE_DATA_DIR/station, else ~/.local/share/qrescue/station).
+    #[arg(requires = "station_mode", long, value_name = "DIR")]
+    pub logs: Option<PathBuf>,
+    /// Record each modem's traffic to its own recording in the run folder.
+    #[arg(requires = "station_mode", long)]
+    pub record_each: bool,
+    /// Most time to wait for each modem to come back in normal mode after its reset.
+    #[arg(
+        requires = "station_mode",
+        long,
+        value_name = "SECONDS",
+        default_value_t = 120.0
+    )]
+    pub return_wait: f64,
 }
 
 /// How to read a package: which XML set, against which modem revision.
@@ -449,6 +499,11 @@ pub struct SimArgs {
     /// Seed for everything random (unit identity, bad blocks, fault positions).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Keep the model's OEM signing key (PK hash) whatever --seed says, as real units of one
+    /// OEM share it: one package's programmer then loads on every such unit (e.g. several
+    /// `qrescue sim` for a `qrescue flash PACKAGE --all` rehearsal).
+    #[arg(long)]
+    pub model_key: bool,
     /// Inject a fault (repeatable), e.g. drop-after:4096, refuse-programmer, consume-hello,
     /// mid-session, delay:50, done-pending, nak:3, payload-too-large, garbled-xml:2,
     /// drop-in-raw:100000, hang:4, nand-write-fail.

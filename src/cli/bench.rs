@@ -602,6 +602,9 @@ fn appearance_bench(dir: &Path, count: u64) -> crate::Result<AppearanceFigures> 
 }
 
 pub fn run(args: &BenchArgs, out: &Output) -> crate::Result<()> {
+    if args.station_only {
+        return crate::cli::bench_station::run(args.quick, out);
+    }
     let dir = tempfile::tempdir().map_err(|e| bench_error("cannot create a temp folder", e))?;
     let mut figures = Vec::new();
     let runs = if args.quick { 3 } else { 9 };
@@ -609,6 +612,7 @@ pub fn run(args: &BenchArgs, out: &Output) -> crate::Result<()> {
     if !args.console_only {
         device_figures(args, dir.path(), runs, &mut figures)?;
         crate::cli::bench_resume::figures(args.quick, dir.path(), &mut figures)?;
+        figures.extend(crate::cli::bench_station::figures(args.quick)?);
     }
 
     let idle = Duration::from_secs(if args.quick { 3 } else { 10 });

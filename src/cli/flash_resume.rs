@@ -57,10 +57,22 @@ fn opener(args: &FlashArgs) -> crate::engine::resume::Opener {
     })
 }
 
+/// The one emulator of a single-modem flash (`--sim SOCKET`); several need --all / --devices.
+fn one_sim(args: &FlashArgs) -> crate::Result<Option<&std::path::PathBuf>> {
+    match args.sim.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        _ => Err(crate::Error::usage(
+            "several --sim emulators were given for a flash of one modem",
+            "Give one --sim SOCKET, or add --all (or --devices sim:N) to flash the modems of every emulator",
+        )),
+    }
+}
+
 /// The port to identify the modem on before the package check (`--sim`: the first unit in
 /// download mode the emulator shows, waited for).
 pub fn open_port(args: &FlashArgs) -> crate::Result<Box<dyn Transport>> {
-    let Some(sock) = &args.sim else {
+    let Some(sock) = one_sim(args)? else {
         return port::open(&args.fh.port);
     };
     let source = crate::device::sim_source::SimSource::connect(sock)?;
@@ -203,7 +215,7 @@ pub fn flash(
     out: &Output,
 ) -> crate::Result<()> {
     let store = JournalStore::default_location()?;
-    let mut reconnect: Box<dyn Reconnect> = match (&args.sim, &args.fh.port.port) {
+    let mut reconnect: Box<dyn Reconnect> = match (one_sim(args)?, &args.fh.port.port) {
         (Some(sock), _) => {
             // The identify link (if any) is closed; the unit is opened again from the source.
             drop(link);

@@ -6,6 +6,7 @@ pub mod backup_cmds;
 pub mod bench;
 pub mod bench_console;
 pub mod bench_resume;
+pub mod bench_station;
 pub mod console_cmd;
 pub mod demo;
 pub mod device_cmds;
@@ -22,6 +23,7 @@ pub mod replay_cmd;
 pub mod sahara_cmds;
 pub mod signals;
 pub mod sim_cmd;
+pub mod station_cmd;
 pub mod status_cmd;
 pub mod watch_cmd;
 

@@ -64,7 +64,7 @@ pub fn run(cmd: &PackageCommand, out: &Output) -> crate::Result<()> {
     }
 }
 
-fn request(
+pub(crate) fn request(
     package: &Path,
     choice: &PackageChoiceArgs,
     programmer: Option<&Path>,
@@ -558,7 +558,7 @@ pub fn print_report(p: &Prepared, v: &Verdict, out: &Output) {
 }
 
 /// A shorter report before a flash: identity, the set, the plan line, guard, compatibility.
-fn print_before_flash(p: &Prepared, v: &Verdict, out: &Output) {
+pub(crate) fn print_before_flash(p: &Prepared, v: &Verdict, out: &Output) {
     print_identity(p, out);
     if let Some(s) = &p.set {
         field(out, "XML set", s.summary());
@@ -588,6 +588,9 @@ fn print_before_flash(p: &Prepared, v: &Verdict, out: &Output) {
 /// `qrescue flash PACKAGE …`: prepare; refuse before opening the port when refused; then flash
 /// (or, with `--dry-run`, run the plan against an emulated modem of the same geometry).
 pub fn flash_package(args: &FlashArgs, package: &Path, out: &Output) -> crate::Result<()> {
+    if args.station.all || !args.station.devices.is_empty() {
+        return crate::cli::station_cmd::flash_station(args, package, out);
+    }
     let req = request(
         package,
         &args.choice,
@@ -749,6 +752,10 @@ pub fn refuse_package_options(args: &FlashArgs) -> crate::Result<()> {
         (c.skip_md5, "--skip-md5"),
         (c.override_phrase.is_some(), "--override"),
         (args.dry_run, "--dry-run"),
+        (
+            args.station.all || !args.station.devices.is_empty(),
+            "--all/--devices",
+        ),
     ]
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))

@@ -126,7 +126,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> crate::Result<()> {
 }
 
 pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
-    let unit = unit_profile(&args.profile, args.mode, args.seed)?;
+    let mut unit = unit_profile(&args.profile, args.mode, args.seed)?;
+    if args.model_key {
+        if let Some(model) = Profile::by_name(&args.profile) {
+            unit.identity.pk_hash = model.identity.pk_hash;
+        }
+    }
     if let Some(path) = &args.write_programmer {
         let image = unit.programmer(args.seed);
         write_atomically(path, &image)?;

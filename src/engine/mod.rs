@@ -15,3 +15,4 @@ pub mod plan;
 pub mod prepare;
 pub mod resume;
 pub mod sahara;
+pub mod station;

@@ -11,6 +11,7 @@ pub mod elf;
 pub mod enumerate;
 pub mod faults;
 pub mod firehose;
+pub mod fleet;
 pub mod hub;
 pub mod inproc;
 pub mod linkfault;
