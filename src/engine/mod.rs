@@ -12,3 +12,4 @@ pub mod partitions;
 pub mod plan;
 pub mod prepare;
 pub mod sahara;
+pub mod workflow;
