@@ -52,7 +52,8 @@ use crate::workflow::{
 };
 use crate::{Error, ErrorKind};
 
-type Link = Box<dyn Transport>;
+/// A port as the driver holds it.
+pub type Link = Box<dyn Transport>;
 type Fh = FirehoseSession<Pushback<Link>>;
 
 /// Where the modem's link stands between actions.
@@ -85,6 +86,8 @@ pub struct Setup {
     /// after it enumerates), with this pause between them.
     pub identify_tries: u32,
     pub identify_pause: Duration,
+    /// Wraps every port the driver opens (the CLI's session recorder).
+    pub wrap: Option<fn(Link) -> Link>,
 }
 
 impl Setup {
@@ -98,6 +101,7 @@ impl Setup {
             find_within: Duration::from_secs(5),
             identify_tries: 5,
             identify_pause: Duration::from_secs(2),
+            wrap: None,
         }
     }
 }
@@ -591,6 +595,23 @@ impl<'a> Driver<'a> {
         self.held = Held::None;
     }
 
+    fn wrapped(&self, t: Link) -> Link {
+        match self.setup.wrap {
+            Some(w) => w(t),
+            None => t,
+        }
+    }
+
+    /// Open the unit's Sahara/Firehose port (locked against a second opener).
+    fn open_edl(&self) -> crate::Result<Link> {
+        Ok(self.wrapped(open_device(self.snapshot()?, &self.setup.open)?))
+    }
+
+    /// Open a normal-mode tty.
+    fn open_serial(&self, tty: &str) -> crate::Result<Link> {
+        Ok(self.wrapped(Box::new(open_tty(Path::new(tty))?)))
+    }
+
     fn snapshot(&self) -> crate::Result<&DeviceSnapshot> {
         self.current.as_ref().ok_or_else(|| {
             Error::new(
@@ -627,7 +648,7 @@ impl<'a> Driver<'a> {
                 std::thread::sleep(self.setup.identify_pause);
             }
             let tty = self.tty_for(PortRole::At)?;
-            let t = match open_tty(Path::new(&tty)) {
+            let t = match self.open_serial(&tty) {
                 Ok(t) => t,
                 Err(e) => {
                     last_err = Some(e);
@@ -687,7 +708,7 @@ impl<'a> Driver<'a> {
 
     fn identify_sahara(&mut self) -> crate::Result<Observation> {
         self.release();
-        let t = open_device(self.snapshot()?, &self.setup.open)?;
+        let t = self.open_edl()?;
         let (t, info) = backup_run::identify(t, &SaharaConfig::default())?;
         self.held = Held::Sahara(Box::new(t));
         let mut id = info
@@ -836,7 +857,7 @@ impl<'a> Driver<'a> {
                 self.held = Held::Firehose(fh);
                 return Ok(Observation::Uploaded);
             }
-            Held::None => open_device(self.snapshot()?, &self.setup.open)?,
+            Held::None => self.open_edl()?,
         };
         let (fh, attach) = attach_or_upload(
             t,
@@ -946,7 +967,7 @@ impl<'a> Driver<'a> {
     fn switch_to_edl(&mut self) -> crate::Result<Observation> {
         self.release();
         let tty = self.tty_for(PortRole::Dm)?;
-        let t = open_tty(Path::new(&tty))?;
+        let t = self.open_serial(&tty)?;
         let mut diag = DiagSession::new(t);
         let how = diag.switch_to_edl()?;
         drop(diag);
@@ -988,7 +1009,7 @@ impl<'a> Driver<'a> {
                     Box::new(t)
                 }
                 Held::Sahara(t) | Held::Raw(t) => t,
-                Held::None => open_device(self.snapshot()?, &self.setup.open)?,
+                Held::None => self.open_edl()?,
             };
             let job = FlashJob {
                 programmer: Some(image),
@@ -1106,7 +1127,7 @@ impl<'a> Driver<'a> {
     fn ramdump(&mut self) -> crate::Result<Observation> {
         self.release();
         let dir = self.dump_folder();
-        let t = open_device(self.snapshot()?, &self.setup.open)?;
+        let t = self.open_edl()?;
         let mut s = SaharaSession::new(t, SaharaConfig::default());
         let report = s.ramdump(&dir, &mut |_| {})?;
         drop(s);
