@@ -460,5 +460,10 @@ mod tests {
         fn random_observations_never_panic_and_end(obs in observations()) {
             check_terminates(&mut start(), obs);
         }
+
+        #[test]
+        fn plausible_answers_always_end(c in choices()) {
+            check_plausible_run_ends(&mut start(), seen_in(Mode::CrashDump), c);
+        }
     }
 }

@@ -134,3 +134,105 @@ pub fn check_terminates(m: &mut dyn Machine, obs: Vec<Observation>) {
         last.unwrap_or_else(|| panic!("{} did not end within {} steps", m.name(), MAX_STEPS + 1));
     assert_eq!(m.step(obs[0].clone()), a, "a terminal action is sticky");
 }
+
+/// A plausible answer to `a`: `choice` picks among success, failure and the other outcomes a
+/// real driver can report for that action.
+pub fn respond(a: &Action, choice: u8) -> Observation {
+    use super::{Channel, Question, Want};
+    let c = choice % 4;
+    match a {
+        Action::Identify { over: Channel::At } | Action::Verify => match c {
+            0 => failure("identify"),
+            1 => identity(IMEI, 5, REV_NEW),
+            2 => identity("867962041234579", 1, REV_NEW),
+            _ => identity(IMEI, 1, REV_OLD),
+        },
+        Action::Identify {
+            over: Channel::Sahara,
+        } => match c {
+            0 => failure("identify"),
+            1 => Observation::EdlIdentity { unit: None },
+            _ => Observation::EdlIdentity {
+                unit: Some(UNIT.into()),
+            },
+        },
+        Action::CheckPackage { .. } => match c {
+            0 => failure("check_package"),
+            1 => refused_check("refused"),
+            2 => checked(true, 1),
+            _ => checked(true, 0),
+        },
+        Action::Backup => match c {
+            0 => failure("backup"),
+            _ => Observation::BackedUp { backup: "b".into() },
+        },
+        Action::SwitchToEdl => match c {
+            0 => failure("switch_to_edl"),
+            _ => Observation::Switched,
+        },
+        Action::Upload => match c {
+            0 => failure("upload"),
+            _ => Observation::Uploaded,
+        },
+        Action::Flash => match c {
+            0 => failure("flash"),
+            _ => Observation::Flashed { steps: 1, bytes: 1 },
+        },
+        Action::Reset => match c {
+            0 => failure("reset"),
+            _ => Observation::ResetSent,
+        },
+        Action::WaitFor { want, within_ms } => {
+            let seen = |mode| Observation::Seen {
+                mode,
+                dm_port: choice % 8 < 6,
+            };
+            match (c, want) {
+                (0, _) => Observation::WaitExpired {
+                    waited_ms: *within_ms,
+                    last_mode: Some(Mode::CrashDump),
+                },
+                (_, Want::Mode(m)) => seen(*m),
+                (1, Want::Any) => seen(Mode::CrashDump),
+                (2, Want::Any) => seen(Mode::Normal),
+                (_, Want::Any) => seen(Mode::Edl),
+            }
+        }
+        Action::RamDump => match c {
+            0 => failure("ramdump"),
+            _ => Observation::Dumped {
+                dir: "d".into(),
+                bytes: 1,
+            },
+        },
+        Action::Restore { .. } => match c {
+            0 => failure("restore"),
+            _ => Observation::Restored {
+                regions: 1,
+                bytes: 1,
+            },
+        },
+        Action::AskPerson { question } => Observation::Answered {
+            yes: matches!(question, Question::BridgePins { .. }) || c != 0,
+        },
+        Action::Done { .. } | Action::Stop { .. } => failure("terminal"),
+    }
+}
+
+/// Drive `m` from `first` with plausible answers chosen by `choices` (cycled): it must end
+/// within [`MAX_STEPS`] steps.
+pub fn check_plausible_run_ends(m: &mut dyn Machine, first: Observation, choices: Vec<u8>) {
+    let mut a = m.step(first);
+    let mut n = 1;
+    let mut it = choices.iter().cycle();
+    while !a.is_terminal() {
+        assert!(n <= MAX_STEPS, "{} did not end: {a:?}", m.name());
+        let o = respond(&a, *it.next().unwrap_or(&0));
+        a = m.step(o);
+        n += 1;
+    }
+}
+
+pub fn choices() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 1..40)
+}
