@@ -136,6 +136,13 @@ pub enum Command {
     /// Write a backup back to the modem it was taken from (same unit only), after showing the
     /// plan and a typed confirmation.
     Restore(RestoreArgs),
+    /// The guided workflow to a verdict, picked by the modem's mode: update a working modem
+    /// (normal mode: identify, check, back up, switch to EDL, flash, verify), unbrick one in
+    /// 9008, or save a crashed one's RAM dump (900e) and bring it to EDL.
+    Update(UpdateArgs),
+    /// Switch a modem in normal mode to download mode (EDL, 05c6:9008) over DIAG and print the
+    /// port it comes back on.
+    Edl(EdlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -686,4 +693,60 @@ pub struct RestoreArgs {
     pub no_reset: bool,
     #[command(flatten)]
     pub store: BackupStoreArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 flashed and verified, 1 refused or failed (a refusal \
+    before the switch to EDL leaves the modem untouched), 2 usage, 3 no modem found, \
+    5 flashed but NOT verified (what failed is printed), 6 the modem was lost."
+)]
+pub struct UpdateArgs {
+    /// The firmware package: a folder or a .zip.
+    #[arg(value_name = "PACKAGE")]
+    pub package: PathBuf,
+    /// The XML set to use when the package holds several (`update` leaves the modem's own data
+    /// alone).
+    #[arg(long, value_name = "NAME")]
+    pub set: Option<String>,
+    /// A programmer file to use instead of the package's.
+    #[arg(long, value_name = "FILE")]
+    pub programmer: Option<PathBuf>,
+    /// Also follow an emulator: the socket named in the first line of `qrescue sim`
+    /// (repeatable).
+    #[arg(long, value_name = "SOCKET")]
+    pub sim: Vec<PathBuf>,
+    /// Do not look at this host's USB.
+    #[arg(long)]
+    pub no_usb: bool,
+    /// Answer yes to every question (the flash, the RAM dump, the pins being bridged).
+    #[arg(long)]
+    pub yes: bool,
+    /// The backup store (default: the data folder's `backups`).
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Where RAM dumps of a crashed modem go (default: the data folder's `ramdumps`).
+    #[arg(long, value_name = "DIR")]
+    pub dump_dir: Option<PathBuf>,
+    /// How long to look for the modem, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub find: f64,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 the modem is in EDL (its port is printed), 1 the switch \
+    failed, 3 no modem in normal mode found, 6 it did not appear in EDL in time."
+)]
+pub struct EdlArgs {
+    /// Also follow an emulator: the socket named in the first line of `qrescue sim`
+    /// (repeatable).
+    #[arg(long, value_name = "SOCKET")]
+    pub sim: Vec<PathBuf>,
+    /// Do not look at this host's USB.
+    #[arg(long)]
+    pub no_usb: bool,
+    /// How long to wait for 05c6:9008 after the switch, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub wait: f64,
 }

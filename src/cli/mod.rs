@@ -25,6 +25,7 @@ pub mod signals;
 pub mod sim_cmd;
 pub mod station_cmd;
 pub mod status_cmd;
+pub mod update_cmd;
 pub mod watch_cmd;
 
 use clap::Parser;
@@ -109,6 +110,8 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Status(a) => status_cmd::run(a, &out),
         Command::Backup(a) => backup_cmds::run(a, &out),
         Command::Restore(a) => backup_cmds::restore(a, &out),
+        Command::Update(a) => update_cmd::update(a, &out),
+        Command::Edl(a) => update_cmd::edl(a, &out),
     };
     recording::finish(recording, result)
 }

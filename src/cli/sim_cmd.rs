@@ -258,6 +258,7 @@ pub fn run(args: &SimArgs, out: &Output) -> crate::Result<()> {
         limit: None,
         normal_first: args.normal_for,
         normal,
+        ..Schedule::default()
     };
     let mut normal_exit: Option<NormalExit> = None;
     let result = {

@@ -16,3 +16,4 @@ pub mod prepare;
 pub mod resume;
 pub mod sahara;
 pub mod station;
+pub mod workflow;

@@ -106,6 +106,41 @@ pub const SWITCH_GAP: Duration = Duration::from_secs(2);
 /// `SWITCH_GAP - SWITCH_LINGER`, so 9008 appears [`SWITCH_GAP`] after the command.
 pub const SWITCH_LINGER: Duration = Duration::from_secs(1);
 
+/// How long switches and reboots keep the unit off the bus ([`Schedule::switch`]): the real
+/// [`SWITCH_GAP`] and [`SWITCH_LINGER`] by default; tests scale them down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchTiming {
+    /// From a host's switch command to the boot ROM's appearance (and, minus `linger`, the time
+    /// off the bus during a reboot).
+    pub gap: Duration,
+    /// How long the normal-mode unit stays on the bus after a host's command.
+    pub linger: Duration,
+}
+
+impl Default for SwitchTiming {
+    fn default() -> Self {
+        SwitchTiming {
+            gap: SWITCH_GAP,
+            linger: SWITCH_LINGER,
+        }
+    }
+}
+
+impl SwitchTiming {
+    /// A tenth of the real timing, for tests and rehearsals.
+    pub fn quick() -> SwitchTiming {
+        SwitchTiming {
+            gap: SWITCH_GAP / 10,
+            linger: SWITCH_LINGER / 10,
+        }
+    }
+
+    /// Off the bus during a reboot (or after a commanded switch, once the linger is over).
+    fn off(&self) -> Duration {
+        self.gap.saturating_sub(self.linger)
+    }
+}
+
 impl BootLoop {
     /// As announced in the socket header.
     pub fn info(&self) -> BootLoopInfo {
@@ -161,6 +196,14 @@ pub struct Schedule {
     /// otherwise. A programmer `<power value="reset"/>` boots from storage again. A profile
     /// without a normal-mode description never boots to normal mode.
     pub normal: bool,
+    /// A crashing firmware (implies [`Schedule::normal`]): the modem image the storage holds at
+    /// the start crashes this long after every boot to normal mode — the unit drops off the bus
+    /// and comes back in its crash-dump personality (05c6:900e) [`SwitchTiming::gap`] later —
+    /// unless a host switches it to EDL first (DIAG `4B 65 01 00`). A RAM dump's reset boots
+    /// it from storage again. A flash that rewrites the modem image cures it.
+    pub crash_after: Option<Duration>,
+    /// Switch and reboot times (the real ones by default).
+    pub switch: SwitchTiming,
 }
 
 /// How many retired pty numbers stay taken (a normal-mode appearance retires four).
@@ -179,6 +222,8 @@ pub(crate) struct Bus<'a> {
     pub(crate) profile: &'a super::profile::Profile,
     next_address: u8,
     kept: VecDeque<OwnedFd>,
+    /// How long a normal-mode unit stays after a host's command ([`SwitchTiming::linger`]).
+    linger: Duration,
 }
 
 impl<'a> Bus<'a> {
@@ -188,6 +233,7 @@ impl<'a> Bus<'a> {
             profile,
             next_address: 2,
             kept: VecDeque::new(),
+            linger: SWITCH_LINGER,
         }
     }
 
@@ -258,7 +304,7 @@ impl<'a> Bus<'a> {
             NormalExit::SwitchToEdl | NormalExit::Reset | NormalExit::PowerDown
         ) {
             notify(UsbNotice::NormalEnded(exit));
-            sleep_until(Instant::now() + SWITCH_LINGER, stop);
+            sleep_until(Instant::now() + self.linger, stop);
         }
         for (_, _, pty) in &ptys.ptys {
             self.keep(pty);
@@ -352,6 +398,13 @@ fn serve(
     })
 }
 
+/// The first page of the modem image on `storage` (what a flash of the firmware rewrites).
+fn modem_head(storage: Option<&super::firehose::storage::Storage>) -> Option<Vec<u8>> {
+    let s = storage?;
+    let r = normal::state::find_region(s, "modem")?;
+    normal::state::read_region(s, &r, 4096)
+}
+
 pub(crate) fn sleep_until(t: Instant, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         let left = t.saturating_duration_since(Instant::now());
@@ -381,7 +434,9 @@ pub(crate) fn sleep_until(t: Instant, stop: &AtomicBool) {
 /// the vanish. `AT+CFUN=x,1` reboots it (off the bus for `SWITCH_GAP - SWITCH_LINGER`, then it
 /// boots from storage again); `AT+QPOWD` ends the run ([`RunOutcome::PoweredOff`]). With
 /// [`Schedule::normal`], a Firehose reset whose storage boots ends the boot-ROM appearance and
-/// the unit comes up in normal mode the same way.
+/// the unit comes up in normal mode the same way. With [`Schedule::crash_after`], a unit that
+/// still runs its crashing modem image drops off the bus that long after booting and comes back
+/// as 05c6:900e; the reset at the end of a RAM dump boots it again.
 pub fn run_on_usb(
     cfg: &mut DeviceConfig,
     programmer: &mut dyn AfterUpload,
@@ -396,17 +451,40 @@ pub fn run_on_usb(
         super::profile::Personality::Edl => 0x9008,
         super::profile::Personality::CrashDump => 0x900e,
     };
+    let home = cfg.personality;
+    let mut crash_profile = profile.clone();
+    crash_profile.personality = super::profile::Personality::CrashDump;
+    crash_profile.usb_pid = 0x900e;
+    let normal = schedule.normal || schedule.crash_after.is_some();
+    let timing = schedule.switch;
     let mut bus = Bus::new(hub, &profile);
-    cfg.boot_from_storage |= schedule.normal;
+    bus.linger = timing.linger;
+    cfg.boot_from_storage |= normal;
+    // The firmware that crashes: the modem image the storage holds now.
+    let crashing = schedule
+        .crash_after
+        .map(|_| modem_head(programmer.boot_storage()));
     let mut usbnet = 0u8;
-    let mut normal_stay = match (schedule.normal_first, schedule.normal) {
+    let mut normal_stay = match (schedule.normal_first, normal) {
         (Some(d), _) => Some(Some(d)),
         (None, true) => Some(None),
         (None, false) => None,
     };
+    // The next boot-ROM appearance is the crash-dump personality (after a crash).
+    let mut crashed = false;
     let mut index = 0u64;
     loop {
         if let Some(stay) = normal_stay.take() {
+            let crash = match (&crashing, schedule.crash_after) {
+                (Some(head), Some(after)) if modem_head(programmer.boot_storage()) == *head => {
+                    Some(after)
+                }
+                _ => None,
+            };
+            let stay = match (stay, crash) {
+                (Some(s), Some(c)) => Some(s.min(c)),
+                (s, c) => s.or(c),
+            };
             let exit =
                 bus.normal_mode(programmer.boot_storage(), &mut usbnet, stay, stop, notify)?;
             let off = match exit {
@@ -420,15 +498,22 @@ pub fn run_on_usb(
                     return Ok(RunOutcome::PoweredOff);
                 }
                 Some(NormalExit::Reset) => {
-                    sleep_until(Instant::now() + (SWITCH_GAP - SWITCH_LINGER), stop);
+                    sleep_until(Instant::now() + timing.off(), stop);
                     normal_stay = Some(None);
                     if stop.load(Ordering::SeqCst) {
                         return Ok(RunOutcome::Stopped);
                     }
                     continue;
                 }
-                Some(NormalExit::SwitchToEdl) => SWITCH_GAP - SWITCH_LINGER,
-                Some(NormalExit::Deadline) => SWITCH_GAP,
+                Some(NormalExit::SwitchToEdl) => timing.off(),
+                Some(NormalExit::Deadline) => {
+                    // The firmware crashed (or `normal_first` ran out): off the bus at once.
+                    crashed = crash.is_some();
+                    if crashed {
+                        tracing::info!("the emulated firmware crashed: the unit comes back in its crash-dump personality");
+                    }
+                    timing.gap
+                }
             };
             sleep_until(Instant::now() + off, stop);
             if stop.load(Ordering::SeqCst) {
@@ -438,21 +523,30 @@ pub fn run_on_usb(
         if schedule.boot_loop.is_some() {
             break;
         }
+        if crashed {
+            bus.profile = &crash_profile;
+            cfg.personality = super::profile::Personality::CrashDump;
+        } else {
+            bus.profile = &profile;
+            cfg.personality = home;
+        }
+        crashed = false;
         let mut a = bus.appear(index, notify)?;
         index += 1;
         let outcome = match serve(&mut a.pty, cfg, programmer, stop, None).0 {
             _ if stop.load(Ordering::SeqCst) => RunOutcome::Stopped,
             o => o,
         };
+        cfg.personality = home;
         if outcome == RunOutcome::Stopped {
             bus.vanish(a, notify);
             return Ok(outcome);
         }
         notify(UsbNotice::Ended(outcome));
-        if outcome == RunOutcome::Rebooted && schedule.normal {
+        if outcome == RunOutcome::Rebooted && normal {
             // Out of the boot ROM: off the bus while it reboots, then up from storage.
             bus.vanish(a, notify);
-            sleep_until(Instant::now() + (SWITCH_GAP - SWITCH_LINGER), stop);
+            sleep_until(Instant::now() + timing.off(), stop);
             if stop.load(Ordering::SeqCst) {
                 return Ok(RunOutcome::Stopped);
             }
@@ -822,6 +916,48 @@ mod tests {
         // the command, 9008 no sooner than SWITCH_GAP after it.
         assert!(seen[1].t_ms >= commanded_at + SWITCH_LINGER.as_millis() as u64);
         assert!(seen[2].t_ms >= commanded_at + SWITCH_GAP.as_millis() as u64);
+    }
+
+    #[test]
+    fn a_crashing_firmware_boots_to_normal_mode_then_drops_to_900e() {
+        let hub = UsbHub::new();
+        let mut src = hub.source();
+        let mut cfg = DeviceConfig::new(Profile::by_name("ec25").unwrap().for_unit(8));
+        let mut programmer = programmer();
+        normal::seed_factory(programmer.storage_mut(), &cfg.profile).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let watcher = std::thread::spawn(move || {
+            let mut ids = Vec::new();
+            while let Some(e) = src.next_event(Duration::from_secs(20)).unwrap() {
+                if let DeviceChange::Appear { device } = &e.change {
+                    ids.push(device.id());
+                    if device.id() == "05c6:900e" {
+                        s2.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+            ids
+        });
+        let schedule = Schedule {
+            crash_after: Some(Duration::from_millis(30)),
+            switch: SwitchTiming::quick(),
+            ..Schedule::default()
+        };
+        let outcome = run_on_usb(
+            &mut cfg,
+            &mut programmer,
+            &hub,
+            schedule,
+            &stop,
+            &mut |_| {},
+        )
+        .unwrap();
+        hub.close();
+        assert_eq!(outcome, RunOutcome::Stopped);
+        assert_eq!(watcher.join().unwrap(), ["2c7c:0125", "05c6:900e"]);
+        // The unit keeps its own personality for the next run.
+        assert_eq!(cfg.personality, crate::sim::profile::Personality::Edl);
     }
 
     #[test]
