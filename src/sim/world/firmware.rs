@@ -177,6 +177,9 @@ pub struct Firmware {
     pub summary: PackageSummary,
     checked: Vec<Checked>,
     unique: Vec<Area>,
+    /// The revisions of the package's images and of the factory's.
+    package_revision: String,
+    factory_revision: String,
 }
 
 fn bug(what: impl Into<String>, e: impl std::fmt::Debug) -> Error {
@@ -368,6 +371,8 @@ impl Firmware {
             summary,
             checked,
             unique,
+            package_revision: revisions.package.to_string(),
+            factory_revision: revisions.modem.to_string(),
         };
         if scenario == Scenario::Factory {
             fw.add_factory_set(&storage, opts.seed)?;
@@ -393,6 +398,27 @@ impl Firmware {
             }
         }
         out
+    }
+
+    /// The revision of the firmware in `storage`: the package's when every firmware image is
+    /// the package's, else the factory's (what the unit's firmware marks say on layouts where
+    /// the emulated application firmware can read them).
+    pub fn revision(&self, storage: &Storage) -> &str {
+        let package = self
+            .checked
+            .iter()
+            .filter(|c| !c.chain)
+            .all(|c| c.area.sha256(storage).is_some_and(|h| h == c.trusted[1]));
+        if package {
+            &self.package_revision
+        } else {
+            &self.factory_revision
+        }
+    }
+
+    /// The revision the unit left the factory with.
+    pub fn revision_of_factory(&self) -> String {
+        self.factory_revision.clone()
     }
 
     /// The device-unique areas and the sha256 of the data they hold now (name, hex).

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::sim::device::{self, DeviceConfig, RunOutcome};
 use crate::sim::enumerate::Bus;
 use crate::sim::firehose::programmer::Programmer;
+use crate::sim::firehose::storage::Storage;
 use crate::sim::hub::UsbHub;
 use crate::sim::normal::{self, at::ModemState, ports, ports::NormalExit};
 use crate::sim::profile::{Personality, Profile, UnitIdentity};
@@ -289,11 +290,12 @@ impl Controller {
     /// ([`normal::boot`]), until a host commands an exit, the bench power-cycles it, the world
     /// stops, or `crash_after` passes (a damaged modem image takes it down).
     fn normal(&mut self, bus: &mut Bus<'_>, crash_after: Option<Duration>) -> NormalEnd {
-        let booted = match normal::boot(lock(&self.programmer).storage(), &self.edl) {
-            normal::Boot::Normal(b) => Some(*b),
-            normal::Boot::BootRom { why } => {
-                tracing::warn!(target: "qrescue::demo", %why, "the emulated application firmware cannot run on this storage: the unit enumerates in normal mode without ports");
-                None
+        let booted = {
+            let programmer = lock(&self.programmer);
+            let storage = programmer.storage();
+            match normal::boot(storage, &self.edl) {
+                normal::Boot::Normal(b) => Some(*b),
+                normal::Boot::BootRom { why } => self.layout_boot(storage, &why),
             }
         };
         let Some(mut snapshot) = ports::normal_snapshot(&self.edl, bus.next_address(), self.usbnet)
@@ -401,6 +403,47 @@ impl Controller {
             *state = UnitState::Off;
         }
         end
+    }
+
+    /// How the unit runs when the emulated application firmware's own boot rule cannot read
+    /// this layout (a UFS layout has no `modem` partition for its firmware mark): the world's
+    /// check already found every image good, its own records say which revision is installed,
+    /// and the EFS partitions hold IMEI and calibration as on any layout (`+CFUN` by the same
+    /// rule as [`normal::boot`]). `None` for a model without application firmware.
+    fn layout_boot(&self, storage: &Storage, why: &str) -> Option<normal::NormalBoot> {
+        let Some(fw) = normal::unit::model_firmware(&self.edl) else {
+            tracing::warn!(target: "qrescue::demo", %why, "no emulated application firmware: the unit enumerates in normal mode without ports");
+            return None;
+        };
+        tracing::debug!(target: "qrescue::demo", %why, "normal mode from the world's records");
+        let revision = self.firmware.revision(storage).to_string();
+        let (efs_partition, efs) = match normal::state::read_efs(storage) {
+            Some((p, e)) => (Some(p), Some(e)),
+            None => (None, None),
+        };
+        let calibrated = efs
+            .as_ref()
+            .and_then(|e| e.file(normal::efs::CALIBRATION_PATH))
+            .is_some_and(|c| !c.is_empty());
+        let own = normal::unit::model_variant(&self.firmware.revision_of_factory());
+        let cfun = if normal::unit::model_variant(&revision) != own {
+            7
+        } else if !calibrated {
+            5
+        } else {
+            1
+        };
+        Some(normal::NormalBoot {
+            model: fw.model.to_string(),
+            marked: true,
+            factory_revision: self.firmware.revision_of_factory(),
+            revision,
+            cfun,
+            imei: efs.as_ref().and_then(|e| e.imei()),
+            calibrated,
+            efs_partition,
+            efs,
+        })
     }
 
     /// After a normal-mode appearance: how long the unit is off the bus, and whether it boots
