@@ -1,7 +1,8 @@
 //! `qrescue demo` (the README's first command) in line mode: every scenario runs the real engine
 //! against the demo world's emulated modem, found on its emulated USB bus, and ends in an
-//! honest verdict — back in normal mode after the flash, a saved RAM dump, or a refusal with its
-//! reasons and nothing sent. `--fast` keeps the suite quick (no flash speed limit, quick
+//! honest verdict — back in normal mode after the flash and asked over AT (same IMEI,
+//! `+CFUN: 1`, the package's revision), a saved RAM dump, or a refusal with its reasons and
+//! nothing sent. `--fast` keeps the suite quick (no flash speed limit, quick
 //! reboots; the boot loop keeps its real 10 s window, which the flash fits in).
 
 mod common;
@@ -43,7 +44,7 @@ fn the_default_demo_catches_the_loop_flashes_reads_back_and_sees_normal_mode() {
         "Step 3/6: Identify the modem",
         "Step 4/6: Upload the programmer and flash",
         "Step 5/6: Verify by reading back",
-        "Step 6/6: Restart the modem and wait for it",
+        "Step 6/6: Restart the modem and check it over AT",
     ]
     .iter()
     .map(|s| at(&text, s))
@@ -64,9 +65,20 @@ fn the_default_demo_catches_the_loop_flashes_reads_back_and_sees_normal_mode() {
     let back = at(&text, "2c7c:0800 appeared in normal mode");
     assert!(steps[5] < left && left < back, "{text}");
     assert!(
-        text.contains("Flashed and verified: came back as 2c7c:0800 in normal mode"),
+        text.contains("Back as 2c7c:0800 in normal mode (RM500Q/RM5xx (SDX55)) — the same unit"),
         "{text}"
     );
+    // The verdict comes from what the modem says over AT.
+    let verdict = at(&text, "Flashed and verified:");
+    assert!(back < verdict, "{text}");
+    for check in [
+        "✓ back in normal mode",
+        "(none on record to compare)",
+        "✓ +CFUN: 1 (calibrated, full function)",
+        "✓ runs RM502QAEAAR13A03M4G_01.200.01.200",
+    ] {
+        assert!(text[verdict..].contains(check), "{check}: {text}");
+    }
     assert!(text.contains(&format!("{verified} partitions read back identical")));
     // The identify step's HELLO is handed on: the upload does not wait for a recovery.
     assert!(!text.contains("HELLO was not seen"), "{text}");
@@ -79,50 +91,88 @@ fn the_demo_runs_on_emmc_too() {
     assert!(text.contains("on emmc"), "{text}");
     assert!(text.contains("Package     EC25EFAR06A09M4G"), "{text}");
     assert!(text.contains("read back, sha256 matches"), "{text}");
-    assert!(
-        text.contains("Flashed and verified: came back as 2c7c:0125 in normal mode"),
-        "{text}"
-    );
+    assert!(text.contains("Back as 2c7c:0125 in normal mode"), "{text}");
+    assert!(text.contains("Flashed and verified:"), "{text}");
+    assert!(text.contains("✓ runs EC25EFAR06A09M4G"), "{text}");
 }
 
 #[test]
-fn the_update_demo_bridges_the_pins_flashes_and_comes_back() {
+fn the_update_demo_identifies_over_at_switches_over_diag_and_verifies_the_identity() {
     let text = demo_ok(&["--scenario", "update"]);
     let normal = at(&text, "2c7c:0800 appeared in normal mode");
-    let pins = at(&text, "Step 3/7: Get it into download mode");
+    let ident = at(&text, "Step 2/8: Identify it over AT");
+    let check = at(&text, "Step 3/8: Check the firmware package");
+    let switch = at(&text, "Step 4/8: Switch it to download mode over DIAG");
+    let echoed = at(&text, "DIAG 4B 65 01 00 sent; the modem echoed it");
     let edl = at(&text, "05c6:9008 appeared in download mode");
-    let flash = at(&text, "Step 5/7: Upload the programmer and flash");
+    let flash = at(&text, "Step 6/8: Upload the programmer and flash");
+    let last = at(&text, "Step 8/8: Restart the modem and check it over AT");
     let back = text
         .rfind("2c7c:0800 appeared in normal mode")
         .expect("back in normal mode");
     assert!(
-        normal < pins && pins < edl && edl < flash && flash < back,
+        normal < ident
+            && ident < check
+            && check < switch
+            && switch < echoed
+            && echoed < edl
+            && edl < flash
+            && flash < last
+            && last < back,
         "{text}"
     );
-    assert!(text.contains("It runs firmware RM502QAEAAR13A02M4G_01.200.01.200"));
-    assert!(text.contains("Flashed and verified"), "{text}");
+    // No pins: the software switch did it.
+    assert!(!text.contains("USB_BOOT"), "{text}");
+    // The identity before: the revision read over AT is what the package is checked against.
+    let before = &text[ident..check];
+    assert!(
+        before.contains("Revision    RM502QAEAAR13A02M4G_01.200.01.200 (AT+QGMR)"),
+        "{text}"
+    );
+    assert!(before.contains("+CFUN: 1 (full function"), "{text}");
+    let imei = before
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("IMEI        "))
+        .expect("an IMEI before")
+        .to_string();
+    assert!(text[check..switch].contains("allowed for RM502QAEAAR13A02M4G_01.200.01.200"));
+    // And after: the same IMEI, the new revision, full function.
+    let after = &text[back..];
+    assert!(
+        after.contains("Revision    RM502QAEAAR13A03M4G_01.200.01.200 (AT+QGMR)"),
+        "{text}"
+    );
+    assert!(after.contains("Flashed and verified:"), "{text}");
+    assert!(after.contains(&format!("✓ same IMEI {imei}")), "{text}");
+    assert!(after.contains("✓ +CFUN: 1"), "{text}");
+    assert!(!text.contains("NOT verified"), "{text}");
 }
 
 #[test]
-fn the_crash_scenario_saves_a_ram_dump_and_the_unit_crashes_again() {
+fn the_crash_scenario_saves_a_ram_dump_and_reaches_edl_over_diag() {
     let dir = tempdir();
     let keep = dir.path().join("dump");
     let text = demo_ok(&["--scenario", "crash", "--out", s(&keep)]);
-    assert!(
-        text.contains("05c6:900e appeared in crash-dump mode"),
-        "{text}"
-    );
+    let crashed = at(&text, "05c6:900e appeared in crash-dump mode");
     assert!(text.contains("saved with a manifest"), "{text}");
     assert!(text.contains(&format!("to {}", keep.display())), "{text}");
     assert!(keep.join("manifest.json").is_file());
     assert!(text.contains("sha256"), "{text}");
-    // After the dump's reset it boots and crashes again, for the reason in its flash.
-    assert_eq!(text.matches("05c6:900e appeared").count(), 2, "{text}");
+    // After the dump's reset it runs for a moment in normal mode: the DIAG switch gets it
+    // into 9008 before it crashes again.
+    let running = text
+        .rfind("2c7c:0800 appeared in normal mode")
+        .expect("running again after the dump");
+    let echoed = at(&text, "DIAG 4B 65 01 00 sent");
+    let edl = at(&text, "05c6:9008 appeared in download mode");
     assert!(
-        text.contains("It crashed again: its modem image is damaged"),
+        crashed < running && running < echoed && echoed < edl,
         "{text}"
     );
-    assert!(text.contains("bridge its test pins"), "{text}");
+    assert!(
+        text.contains("It is in download mode and stays there. Its modem image is damaged"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -148,23 +198,58 @@ fn a_wrong_variant_package_is_refused_before_anything_is_sent() {
 }
 
 #[test]
-fn a_factory_package_is_blocked_by_the_guard() {
-    let out = demo(&["--scenario", "factory"]);
-    assert_eq!(code(&out), 1, "{}", describe(&out));
-    let text = stdout(&out);
+fn a_factory_package_is_refused_until_a_backup_then_the_loss_shows_and_the_restore_fixes_it() {
+    let dir = tempdir();
+    let store = dir.path().join("backups");
+    let text = demo_ok(&["--scenario", "factory", "--out", s(&store)]);
+    let order = [
+        "Step 2/10: Identify it over AT",
+        "BLOCKED     step",
+        "Refused: nothing was sent to the modem.",
+        "Step 4/10: Switch it to download mode over DIAG",
+        "Step 5/10: Back up its own data",
+        "Step 6/10: Check the package again",
+        "Covered     step",
+        "Step 7/10: Flash the factory package",
+        "Step 8/10: Restart the modem and check it over AT",
+        "Function    +CFUN: 5 (factory-test mode)",
+        "Flashed, NOT verified:",
+        "✗ +CFUN: 5 — the RF calibration is gone",
+        "→ restore the backup with `qrescue restore",
+        "Step 9/10: Restore the backup",
+        "read each back: all match the backup",
+        "Step 10/10: Check it over AT again",
+        "Function    +CFUN: 1 (full function",
+        "Flashed and verified:",
+        "Restored and verified",
+    ];
+    // Each after the one before.
+    let mut pos: Vec<usize> = Vec::new();
+    for n in order {
+        let from = pos.last().map_or(0, |p| p + order[pos.len() - 1].len());
+        let p = text[from..]
+            .find(n)
+            .unwrap_or_else(|| panic!("{n:?} missing after byte {from} of:\n{text}"));
+        pos.push(from + p);
+    }
     assert!(text.contains("_factory (folder name)"), "{text}");
-    assert!(text.contains("BLOCKED     step"), "{text}");
-    assert!(text.contains("EFS2"), "{text}");
-    assert!(!text.contains("Plan: "), "{text}");
-    let err = stderr(&out);
+    assert!(text.contains("BLOCKED     step 10 writes EFS2"), "{text}");
+    // Nothing was flashed before the backup existed.
+    assert!(!text[..pos[4]].contains("Plan: "), "{text}");
+    let imei = text[pos[0]..pos[1]]
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("IMEI        "))
+        .expect("an IMEI before")
+        .to_string();
+    assert!(text[pos[7]..pos[13]].contains("IMEI        none"), "{text}");
     assert!(
-        err.contains("would destroy data unique to this modem"),
-        "{err}"
+        text[pos[16]..].contains(&format!("✓ same IMEI {imei}")),
+        "{text}"
     );
-    assert!(
-        err.contains("there is no backup of the emulated modem"),
-        "{err}"
-    );
+    // The backup is a real one, in the folder given.
+    let backups: Vec<_> = std::fs::read_dir(&store).unwrap().flatten().collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert!(backups[0].path().join("manifest.json").is_file());
 }
 
 #[test]
@@ -185,7 +270,13 @@ fn json_mode_reports_the_devices_and_the_verdict() {
         .find(|l| l["event"] == "verdict")
         .expect("a verdict");
     assert_eq!(verdict["verified"], true);
+    assert_eq!(verdict["verdict"]["verdict"], "verified");
     assert_eq!(verdict["back_as"], "2c7c:0800");
+    let identity = lines
+        .iter()
+        .find(|l| l["event"] == "identity")
+        .expect("the identity read over AT");
+    assert_eq!(identity["identity"]["cfun"]["level"], 1);
     assert!(lines
         .iter()
         .any(|l| l["event"] == "read_back" && l["matches"] == true));

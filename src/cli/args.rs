@@ -589,7 +589,8 @@ pub struct DemoArgs {
     /// loop keeps its real 14 s / 10 s.
     #[arg(long)]
     pub fast: bool,
-    /// Keep the crash scenario's RAM dump in this folder (default: a temporary one, removed).
+    /// Keep the crash scenario's RAM dump (the factory scenario's backup) in this folder
+    /// (default: a temporary one, removed).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }

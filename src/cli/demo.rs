@@ -14,24 +14,33 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::backup::run::{self as backup_run, BackupOptions};
+use crate::backup::{BackupKind, Identity, Store, StoreLedger, StoredBackup};
 use crate::cli::args::{DemoArgs, DemoScenario, StorageArg};
 use crate::cli::firehose_cmds::EventPrinter;
 use crate::cli::output::{self, Output};
 use crate::cli::package_cmds;
 use crate::cli::{recording, sahara_cmds, signals};
 use crate::device::classify::Mode;
+use crate::device::classify::PortRole;
 use crate::device::identity::DeviceId;
 use crate::device::monitor::{Monitor, Update};
 use crate::device::{DeviceSnapshot, DeviceSource};
+use crate::engine::at::{AtSession, NormalIdentity};
+use crate::engine::connect::attach_or_upload;
+use crate::engine::diag::{DiagSession, EdlSwitch};
+use crate::engine::events::EngineEvent;
 use crate::engine::firehose::{FirehoseOptions, FirehoseSession, PowerMode, Read};
 use crate::engine::flash::{self, FlashJob, FlashStep};
 use crate::engine::guards::MemoryLedger;
 use crate::engine::prepare::{prepare, CompatReport, PrepareRequest, Prepared};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
+use crate::protocol::firehose::commands::StorageKind;
 use crate::sim::profile;
 use crate::sim::world::{DemoWorld, Scenario, Timing, WorldOptions};
-use crate::transport::Transport;
-use crate::tui::msg::BenchAction;
+use crate::transport::{Pushback, Transport};
+use crate::tui::exec::open_role;
+use crate::workflow::verdict::{judge, Expectation, Return, Verdict};
 use crate::{Error, ErrorKind};
 
 /// The world scenario of `--scenario`.
@@ -93,6 +102,8 @@ impl Steps {
 
 /// Where a verified backup would lift a refusal in the demo.
 const DEMO_BACKUP_NOTE: &str = "(In the demo there is no backup of the emulated modem; with a real modem, `qrescue backup` makes one.)";
+/// The same in the factory scenario, which makes the backup.
+const FACTORY_BACKUP_NOTE: &str = "(The demo makes that backup next, in a folder of its own; with a real modem, `qrescue backup` makes one.)";
 
 fn pause(args: &DemoArgs) {
     if !args.fast {
@@ -169,16 +180,26 @@ impl Watch {
         let (Some(d), Some(c)) = (&u.device, &u.class) else {
             return;
         };
+        let ports = |d: &DeviceSnapshot| {
+            let named = |role: PortRole, what: &str| {
+                c.port(role)
+                    .and_then(|p| p.tty.clone())
+                    .map(|t| format!("{what} {t}"))
+            };
+            let normal: Vec<String> = [named(PortRole::At, "AT"), named(PortRole::Dm, "DM")]
+                .into_iter()
+                .flatten()
+                .collect();
+            if !normal.is_empty() {
+                return format!(" — {}", normal.join(", "));
+            }
+            tty(d)
+                .map(|p| format!(" on {p}"))
+                .unwrap_or_else(|| " (no port served: enumeration only)".into())
+        };
         let line = match u.event {
             "vanish" => format!("{} left the bus", d.id()),
-            _ => format!(
-                "{} appeared in {}{}",
-                d.id(),
-                mode_words(&c.mode),
-                tty(d)
-                    .map(|p| format!(" on {p}"))
-                    .unwrap_or_else(|| " (no port served: enumeration only)".into())
-            ),
+            _ => format!("{} appeared in {}{}", d.id(), mode_words(&c.mode), ports(d)),
         };
         self.out.line(format!("   [{t:6.1} s] {line}"));
     }
@@ -235,11 +256,196 @@ pub fn run(args: &DemoArgs, out: &Output) -> crate::Result<()> {
     let mut watch = Watch::new(&world, *out);
     match world.scenario() {
         Scenario::Crash => crash(args, &world, &mut watch, out),
+        Scenario::Factory => factory(args, &world, &mut watch, out),
         _ => rescue(args, &world, &mut watch, out),
     }
 }
 
-/// Find the modem, check the package, (pins), identify, flash, read back, restart, verdict.
+/// Read who a normal-mode modem is over its AT port, and print it.
+fn identify_over_at(d: &DeviceSnapshot, out: &Output) -> crate::Result<NormalIdentity> {
+    let port = open_role(d, PortRole::At)?;
+    let name = port.describe();
+    let mut at = AtSession::new(recording::wrap(port));
+    let id = at.identify();
+    out.json_line(&json!({"event": "identity", "identity": &id}));
+    for l in identity_lines(&id) {
+        out.line(format!("   {l}"));
+    }
+    tracing::info!(target: "qrescue::demo", port = %name, "identified over AT");
+    Ok(id)
+}
+
+/// A normal-mode identity in a few lines.
+fn identity_lines(id: &NormalIdentity) -> Vec<String> {
+    let mut v = Vec::new();
+    let model = [id.manufacturer.as_deref(), id.model.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !model.is_empty() {
+        v.push(format!("Model       {model}"));
+    }
+    if let Some(r) = &id.revision {
+        v.push(format!("Revision    {} (AT+QGMR)", r.text));
+    }
+    match &id.imei {
+        Some(i) => v.push(format!(
+            "IMEI        {}{}",
+            i.digits,
+            if i.luhn_ok {
+                ""
+            } else {
+                " (fails its check digit)"
+            }
+        )),
+        None => v.push("IMEI        none: AT+CGSN gave no IMEI".into()),
+    }
+    if let Some(c) = &id.iccid {
+        v.push(format!("ICCID       {}", c.value));
+    }
+    match id.cfun {
+        Some(c) => v.push(format!(
+            "Function    +CFUN: {}{}",
+            c.level,
+            match c.level {
+                1 => " (full function: calibrated, radio on)",
+                5 => " (factory-test mode)",
+                7 => " (the firmware disabled the radio)",
+                _ => "",
+            }
+        )),
+        None => v.push("Function    unknown: AT+CFUN? gave no answer".into()),
+    }
+    for a in id.advice() {
+        v.push(format!("Note        {a}"));
+    }
+    v
+}
+
+/// Send the DIAG switch to download mode and wait for 9008.
+fn switch_over_diag(
+    world: &DemoWorld,
+    watch: &mut Watch,
+    d: &DeviceSnapshot,
+    out: &Output,
+) -> crate::Result<Update> {
+    let port = open_role(d, PortRole::Dm)?;
+    let mut diag = DiagSession::new(recording::wrap(port));
+    let how = diag.switch_to_edl()?;
+    drop(diag);
+    out.json_line(&json!({"event": "edl_switch", "result": how}));
+    out.line(match how {
+        EdlSwitch::Echoed => {
+            "   DIAG 4B 65 01 00 sent; the modem echoed it and resets into its boot ROM."
+        }
+        EdlSwitch::LinkDropped => {
+            "   DIAG 4B 65 01 00 sent; the DM port dropped at once: the modem is resetting."
+        }
+    });
+    let within = world.timing().edl_boot + Duration::from_secs(20);
+    let edl = watch
+        .wait(within, &mut |u| appeared_in(u, "edl"))?
+        .ok_or_else(|| gone("come back in download mode", within))?;
+    out.line("   It re-enumerated as 05c6:9008 and waits there for a programmer.");
+    Ok(edl)
+}
+
+/// What the modem should look like after the flash.
+fn expectation(
+    world: &DemoWorld,
+    before: Option<&NormalIdentity>,
+    backup: Option<String>,
+) -> Expectation {
+    Expectation {
+        imei: before.and_then(|b| b.imei.as_ref().map(|i| i.digits.clone())),
+        revision: Some(world.package_revision().to_string()),
+        calibrated_before: before.and_then(|b| b.cfun.map(|c| c.level == 1)),
+        backup,
+    }
+}
+
+/// Wait for the unit (`ids`) to come back in normal mode, ask it over AT, and judge.
+fn return_and_judge(
+    world: &DemoWorld,
+    watch: &mut Watch,
+    ids: &[Option<DeviceId>],
+    expect: &Expectation,
+    out: &Output,
+) -> crate::Result<(Verdict, Option<Update>)> {
+    let within = world.verify_timeout();
+    let mut last_mode = None;
+    let back = watch.wait(within, &mut |u| {
+        if u.event != "appear" || !ids.contains(&u.id) {
+            return false;
+        }
+        if appeared_in(u, "normal") {
+            return true;
+        }
+        last_mode = u.class.as_ref().map(|c| mode_words(&c.mode));
+        false
+    })?;
+    let ret = match &back {
+        None => Return::NoReturn {
+            waited_ms: within.as_millis() as u64,
+            last_mode,
+        },
+        Some(u) => {
+            let d = u.device.as_ref().expect("an appearance has a device");
+            out.line(format!(
+                "   Back as {} in {} — the same unit ({}). Asking it over AT:",
+                d.id(),
+                u.class
+                    .as_ref()
+                    .map(|c| mode_words(&c.mode))
+                    .unwrap_or_default(),
+                u.matched.why
+            ));
+            match identify_over_at(d, out) {
+                Ok(id) => Return::Normal(Box::new(id)),
+                Err(e) => Return::Unidentified { why: e.what },
+            }
+        }
+    };
+    let v = judge(expect, &ret);
+    print_verdict(&v, out);
+    Ok((v, back))
+}
+
+fn print_verdict(v: &Verdict, out: &Output) {
+    match v {
+        Verdict::Verified { checks } => {
+            out.line("   Flashed and verified:");
+            for c in checks {
+                out.line(format!("   ✓ {c}"));
+            }
+        }
+        Verdict::NotVerified { failures, next } => {
+            out.line("   Flashed, NOT verified:");
+            for f in failures {
+                out.line(format!("   ✗ {}", f.what()));
+            }
+            for n in next {
+                out.line(format!("   → {n}"));
+            }
+        }
+    }
+}
+
+fn not_verified_error(v: &Verdict) -> Error {
+    let next = match v {
+        Verdict::NotVerified { next, .. } => next.join("; "),
+        Verdict::Verified { .. } => String::new(),
+    };
+    Error::failure(
+        v.headline(),
+        "a modem that does not come back as the same, calibrated unit is not rescued, whatever the flash reported",
+        next,
+    )
+}
+
+/// Find the modem, (identify it over AT,) check the package, (switch it to EDL over DIAG,)
+/// identify, flash, read back, restart, ask it over AT, verdict.
 fn rescue(
     args: &DemoArgs,
     world: &DemoWorld,
@@ -251,7 +457,7 @@ fn rescue(
     let mut steps = Steps {
         out: *out,
         n: 0,
-        total: if update { 7 } else { 6 },
+        total: if update { 8 } else { 6 },
     };
     let wait_first = timing.boot_loop.period + timing.normal_boot + Duration::from_secs(10);
 
@@ -268,18 +474,29 @@ fn rescue(
         .wait(wait_first, &mut |u| appeared_in(u, want))?
         .ok_or_else(|| gone("appear", wait_first))?;
     let id = found.id;
-    if !update {
+    let mut before = None;
+    let modem_revision = if update {
+        steps.next(
+            "Identify it over AT",
+            "Before touching anything, read who it is: model, firmware, IMEI, and whether it is calibrated (+CFUN: 1). The firmware revision decides which packages fit; the IMEI is what must survive the flash.",
+        );
+        let d = found.device.as_ref().expect("an appearance has a device");
+        let id = identify_over_at(d, out)?;
+        let rev = id.revision.as_ref().map(|r| r.text.clone());
+        before = Some(id);
+        rev
+    } else {
         out.line(format!(
             "   It stays {:.0} s, then the watchdog cuts it off and it comes back {:.0} s after it appeared: a boot loop in download mode (its boot chain is broken).",
             timing.boot_loop.window.as_secs_f64(),
             timing.boot_loop.period.as_secs_f64()
         ));
-    } else {
         out.line(format!(
-            "   It runs firmware {} (what AT+QGMR prints).",
+            "   In 9008 it cannot be asked for its firmware; the demo knows it runs {}.",
             world.modem_revision()
         ));
-    }
+        Some(world.modem_revision().to_string())
+    };
 
     steps.next(
         "Check the firmware package",
@@ -289,7 +506,7 @@ fn rescue(
     let p = prepare(
         &PrepareRequest {
             package: world.package(),
-            modem_revision: Some(world.modem_revision().into()),
+            modem_revision,
             ..PrepareRequest::default()
         },
         // The emulated unit has no backups: the demo never reads or fills the person's real
@@ -315,21 +532,17 @@ fn rescue(
     let mut edl = found;
     if update {
         steps.next(
-            "Get it into download mode",
-            "qrescue cannot switch a modem to download mode over its DIAG port yet, so the demo does what a person does at the bench: hold USB_BOOT to 1.8 V and power-cycle the modem.",
+            "Switch it to download mode over DIAG",
+            "No test pins needed: the Quectel DIAG command 4B 65 01 00 on the DM port makes a running modem reset into its boot ROM. It leaves the bus and re-enumerates as 05c6:9008 about 2 s later.",
         );
         pause(args);
-        world.bench(BenchAction::BridgePinsAndPowerCycle);
-        let within = timing.edl_boot + Duration::from_secs(20);
-        edl = watch
-            .wait(within, &mut |u| appeared_in(u, "edl"))?
-            .ok_or_else(|| gone("come back in download mode", within))?;
-        world.bench(BenchAction::ReleasePins);
-        out.line("   9008 is there: the pins are released (the boot ROM waits in 9008 until it is reset).");
+        let d = edl.device.clone().expect("an appearance has a device");
+        edl = switch_over_diag(world, watch, &d, out)?;
     }
 
     // Identify, flash and read back inside the window; a window that closes first is waited
     // out and tried again, as a person would.
+    let first_window_step = steps.n;
     let mut attempt = 0;
     let (mismatches, programs) = loop {
         attempt += 1;
@@ -345,7 +558,7 @@ fn rescue(
                     "   The window closed before the flash finished ({}). qrescue waits for the next window and starts again.",
                     e.what
                 ));
-                steps.n = 2;
+                steps.n = first_window_step;
                 let within = timing.boot_loop.period * 2 + Duration::from_secs(10);
                 let next = watch
                     .wait(within, &mut |u| u.event == "appear" && u.id == id)?
@@ -364,52 +577,293 @@ fn rescue(
     };
 
     steps.next(
-        "Restart the modem and wait for it",
-        "\"Written\" is not \"working\": only a modem that boots its new firmware and comes back as the same unit counts as rescued.",
+        "Restart the modem and check it over AT",
+        "\"Written\" is not \"working\": only a modem that boots its new firmware and comes back as the same, calibrated unit counts.",
     );
-    let within = world.verify_timeout();
-    let back = watch.wait(within, &mut |u| {
-        u.event == "appear" && (u.id == id || u.id == edl.id)
-    })?;
-    let verified = back
-        .as_ref()
-        .is_some_and(|u| appeared_in(u, "normal") && u.id == id);
+    let expect = expectation(world, before.as_ref(), None);
+    let (v, back) = return_and_judge(world, watch, &[id, edl.id], &expect, out)?;
     out.json_line(&json!({
-        "event": "verdict", "verified": verified, "read_back_mismatches": mismatches,
+        "event": "verdict", "verified": v.is_verified(), "verdict": &v,
+        "read_back_mismatches": mismatches,
         "back_as": back.as_ref().and_then(|u| u.device.as_ref().map(|d| d.id())),
     }));
-    if verified {
-        let u = back.expect("verified");
-        let d = u.device.as_ref().expect("an appearance has a device");
+    if v.is_verified() {
         out.line(format!(
-            "   Flashed and verified: came back as {} in {} — the same unit ({}). {programs} partitions read back identical before the reset; its calibration and IMEI partitions were not touched.",
-            d.id(),
-            u.class.as_ref().map(|c| mode_words(&c.mode)).unwrap_or_default(),
-            u.matched.why
+            "   {programs} partitions read back identical before the reset; its calibration and IMEI partitions were not touched."
         ));
-        out.line("   (The normal-mode ports are not emulated yet, so the IMEI and signal checks a real modem gets after a flash are not run here.)");
         return Ok(());
     }
-    let what = match &back {
-        Some(u) => format!(
-            "it came back as {} in {}",
-            u.device.as_ref().map(|d| d.id()).unwrap_or_default(),
-            u.class
-                .as_ref()
-                .map(|c| mode_words(&c.mode))
-                .unwrap_or_default()
-        ),
-        None => format!(
-            "it did not come back in normal mode within {:.0} s",
-            within.as_secs_f64()
-        ),
+    Err(not_verified_error(&v))
+}
+
+/// Engine events of a backup or restore: recorded, in `--json` as they are, and on screen only
+/// what needs eyes (a failed step, a device log); the caller sums up.
+fn quiet_events(out: Output) -> impl FnMut(EngineEvent) {
+    move |e: EngineEvent| {
+        recording::engine_event(&e);
+        if out.json {
+            out.json_line(&crate::explain::event_json(&e));
+            return;
+        }
+        match e {
+            EngineEvent::StepFailed { what, next, .. } => {
+                out.line(format!("   Failed: {what} — {next}"))
+            }
+            EngineEvent::Log { message } => out.line(format!("   {message}")),
+            _ => {}
+        }
+    }
+}
+
+/// Print what happened and keep the event line for `--json`.
+fn print_backup(b: &StoredBackup, out: &Output) {
+    out.json_line(&json!({
+        "event": "backup", "name": b.name, "path": b.path, "manifest": b.manifest,
+    }));
+    let parts: Vec<&str> = b
+        .manifest
+        .files
+        .iter()
+        .filter_map(|f| f.partition.as_deref())
+        .collect();
+    out.line(format!(
+        "   Backup {} saved: {} ({}), each partition read twice with the same sha256, every file read back from disk.",
+        b.name,
+        parts.join(", "),
+        output::bytes(b.manifest.total_bytes()),
+    ));
+}
+
+/// A Firehose session on a port opened by the demo.
+type ProgrammerLink = FirehoseSession<Pushback<Pushback<Box<dyn Transport>>>>;
+
+/// The Sahara identity of the unit in 9008 (with what AT told before) and a programmer
+/// session on it.
+fn programmer_session(
+    edl: &Update,
+    before: &NormalIdentity,
+    programmer: &[u8],
+    out: &Output,
+) -> crate::Result<(Identity, ProgrammerLink)> {
+    let port = edl
+        .device
+        .as_ref()
+        .and_then(tty)
+        .ok_or_else(|| gone("name its port", Duration::ZERO))?;
+    let link: Box<dyn Transport> = Box::new(recording::wrap(crate::cli::port::open_serial(
+        Path::new(&port),
+    )?));
+    let (link, info) = backup_run::identify(link, &SaharaConfig::default())?;
+    let info = info.ok_or_else(|| backup_run::unknown_identity("make a backup"))?;
+    for l in sahara_cmds::describe_info(&info) {
+        out.line(format!("   {l}"));
+    }
+    let mut identity = Identity::from_device_info(&info);
+    identity.imei = before.imei.as_ref().map(|i| i.digits.clone());
+    identity.revision = before.revision.as_ref().map(|r| r.text.clone());
+    identity.iccid = before.iccid.as_ref().map(|i| i.value.clone());
+    let (fh, _) = attach_or_upload(
+        link,
+        Some(programmer),
+        &SaharaConfig::default(),
+        FirehoseOptions::default(),
+        &mut |_| {},
+    )?;
+    out.line("   Programmer uploaded and running.");
+    Ok((identity, fh))
+}
+
+/// The `_factory` package: refused without a backup; backup; flash; the loss shows; restore.
+fn factory(
+    args: &DemoArgs,
+    world: &DemoWorld,
+    watch: &mut Watch,
+    out: &Output,
+) -> crate::Result<()> {
+    let timing = world.timing();
+    let mut steps = Steps {
+        out: *out,
+        n: 0,
+        total: 10,
     };
-    out.line(format!("   Flashed, NOT verified: {what}."));
-    Err(Error::failure(
-        format!("Flashed, NOT verified: {what}"),
-        "a modem that does not come back in normal mode is not rescued, whatever the flash reported",
-        "Watch it with `qrescue watch`; if it loops in 9008 again, flash again in one window",
-    ))
+    steps.next(
+        "Find the modem",
+        "qrescue watches USB and recognises each modem by its IDs and interfaces.",
+    );
+    let within = timing.normal_boot + Duration::from_secs(20);
+    let found = watch
+        .wait(within, &mut |u| appeared_in(u, "normal"))?
+        .ok_or_else(|| gone("appear", within))?;
+    let id = found.id;
+    let d = found.device.clone().expect("an appearance has a device");
+
+    steps.next(
+        "Identify it over AT",
+        "Who it is and whether it is calibrated: the IMEI and +CFUN: 1 are what must survive.",
+    );
+    let before = identify_over_at(&d, out)?;
+    let req = PrepareRequest {
+        package: world.package(),
+        modem_revision: before.revision.as_ref().map(|r| r.text.clone()),
+        ..PrepareRequest::default()
+    };
+
+    steps.next(
+        "Check the firmware package",
+        "A _factory package programs the EFS partition, which holds this unit's RF calibration and IMEI: qrescue refuses it unless a verified backup of exactly that data exists.",
+    );
+    let p = prepare(&req, &MemoryLedger::new(), None)?;
+    let verdict = package_cmds::verdict(&p, FACTORY_BACKUP_NOTE);
+    out.json_line(&json!({"event": "package", "package": &p, "verdict": &verdict}));
+    print_check(&p, out);
+    if let Some(e) = verdict.to_error() {
+        let only_guard = verdict
+            .reasons
+            .iter()
+            .all(|r| r.stage == crate::engine::prepare::Stage::Guard);
+        out.line("   Refused: nothing was sent to the modem.");
+        for r in &verdict.reasons {
+            out.line(format!("   - {}", r.what));
+        }
+        if !only_guard {
+            return Err(e);
+        }
+        out.line("   A backup lifts this refusal, so the demo makes one.");
+    }
+    let programmer = p.programmer_image()?;
+
+    steps.next(
+        "Switch it to download mode over DIAG",
+        "The backup reads the partitions through the programmer, in download mode.",
+    );
+    pause(args);
+    let edl = switch_over_diag(world, watch, &d, out)?;
+
+    steps.next(
+        "Back up its own data",
+        "Every partition that holds data of this unit alone (EFS: calibration, IMEI, NV) is read twice, compared, written to a folder with a sha256 manifest and read back.",
+    );
+    let temp;
+    let dir = match &args.out {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::tempdir().map_err(|e| {
+                Error::failure(
+                    "Cannot create a temporary folder",
+                    "the demo's backup goes there (never into your own backup store)",
+                    "Give a folder with --out",
+                )
+                .with_source(e)
+            })?;
+            temp.path().to_path_buf()
+        }
+    };
+    let store = Store::new(&dir);
+    let (identity, mut fh) = programmer_session(&edl, &before, &programmer, out)?;
+    let backup = backup_run::take_backup(
+        &mut fh,
+        &identity,
+        &store,
+        &BackupOptions {
+            kind: BackupKind::DeviceUnique,
+            storage: p
+                .plan
+                .as_ref()
+                .map(|p| p.storage)
+                .unwrap_or(StorageKind::Nand),
+        },
+        &mut quiet_events(*out),
+        signals::flag(),
+    )?;
+    print_backup(&backup, out);
+
+    steps.next(
+        "Check the package again",
+        "The same checks, now with the backup on file for this unit (its serial, HW ID and IMEI match).",
+    );
+    let unit = identity
+        .unit_key()
+        .ok_or_else(|| backup_run::unknown_identity("flash a factory package"))?;
+    let ledger = StoreLedger::new(&store)?.for_device(&identity);
+    let p = prepare(&req, &ledger, Some(&unit))?;
+    let verdict = p.verdict();
+    out.json_line(&json!({"event": "package", "package": &p, "verdict": &verdict}));
+    print_check(&p, out);
+    if let Some(e) = verdict.to_error() {
+        return Err(e);
+    }
+    let plan = p.plan.as_ref().expect("a flashable package has a plan");
+    p.reverify()?;
+
+    steps.next(
+        "Flash the factory package",
+        "The programmer is still running: every step of the plan, its EFS erase and program too, then a reset.",
+    );
+    let (mut link, rest) = fh.into_parts();
+    link.unread(&rest);
+    let mut printer = EventPrinter::new(*out);
+    flash::run(
+        &mut link,
+        plan,
+        &FlashJob::default(),
+        &mut |e| printer.event(&e),
+        signals::flag(),
+    )?;
+    drop(link);
+
+    steps.next(
+        "Restart the modem and check it over AT",
+        "\"Written\" is not \"working\": is it the same unit, with its calibration?",
+    );
+    let expect = expectation(world, Some(&before), Some(backup.name.clone()));
+    let (v, back) = return_and_judge(world, watch, &[id, edl.id], &expect, out)?;
+    out.json_line(&json!({"event": "verdict", "verified": v.is_verified(), "verdict": &v}));
+    if v.is_verified() {
+        out.line("   The factory image kept this unit's data: nothing to restore.");
+        return Ok(());
+    }
+    let Some(back) = back else {
+        return Err(not_verified_error(&v));
+    };
+    let back_dev = back.device.clone().expect("an appearance has a device");
+
+    steps.next(
+        "Restore the backup",
+        "Its own EFS goes back where the backup found it, only onto this very unit (serial, HW ID and IMEI checked), and every region is read back.",
+    );
+    pause(args);
+    let edl = switch_over_diag(world, watch, &back_dev, out)?;
+    let (identity, mut fh) = programmer_session(&edl, &before, &programmer, out)?;
+    let rplan = backup_run::plan_restore(&backup, &[])?;
+    let report = backup_run::restore(
+        &mut fh,
+        &backup,
+        &rplan,
+        &identity,
+        &mut quiet_events(*out),
+        signals::flag(),
+    )?;
+    out.json_line(&json!({ "event": "restored", "report": report }));
+    out.line(format!(
+        "   Restored {} region(s) ({}) from {} and read each back: all match the backup.",
+        report.regions,
+        output::bytes(report.bytes),
+        backup.name
+    ));
+    fh.power(PowerMode::Reset, 1)?;
+    out.line("   Reset sent.");
+
+    steps.next(
+        "Check it over AT again",
+        "With its own calibration and IMEI back, it should be at full function.",
+    );
+    let (v, _) = return_and_judge(world, watch, &[id, edl.id], &expect, out)?;
+    out.json_line(&json!({"event": "verdict", "verified": v.is_verified(), "verdict": &v, "after_restore": true}));
+    if v.is_verified() {
+        out.line("   Restored and verified: the backup brought its calibration back.");
+        return Ok(());
+    }
+    Err(not_verified_error(&v))
 }
 
 /// Identify, flash (no reset), read every partition back, reset. Returns the read-back
@@ -563,6 +1017,18 @@ fn print_check(p: &Prepared, out: &Output) {
         }
     }
     if let Some(g) = &p.guard {
+        for t in g.touched.iter().filter(|t| g.allowed && t.covered) {
+            out.line(format!(
+                "   Covered     step {} writes {} — {}; a verified backup of it is on file{}",
+                t.step,
+                t.partition,
+                t.holds,
+                t.backup
+                    .as_deref()
+                    .map(|b| format!(" ({b})"))
+                    .unwrap_or_default()
+            ));
+        }
         if g.allowed {
             let kept = g.untouched();
             if !kept.is_empty() {
@@ -655,20 +1121,22 @@ fn crash(args: &DemoArgs, world: &DemoWorld, watch: &mut Watch, out: &Output) ->
     pause(args);
 
     steps.next(
-        "What it does next",
-        "After the dump qrescue resets it. A crash that comes from damaged firmware happens again at every boot.",
+        "Catch it while it runs",
+        "After the dump qrescue resets it. It boots and runs in normal mode for a moment before the damaged image takes it down again: long enough to switch it to download mode over DIAG.",
     );
     let id: Option<DeviceId> = found.id;
     let within = timing.crash_boot + Duration::from_secs(20);
-    let again = watch
-        .wait(within, &mut |u| u.event == "appear" && u.id == id)?
-        .ok_or_else(|| gone("come back", within))?;
+    let running = watch
+        .wait(within, &mut |u| appeared_in(u, "normal"))?
+        .ok_or_else(|| gone("boot again", within))?;
+    let d = running.device.clone().expect("an appearance has a device");
+    let edl = switch_over_diag(world, watch, &d, out)?;
     let check = world.boot_check();
-    out.json_line(&json!({"event": "crash_again", "mode": again.class.as_ref().map(|c| c.mode.tag()), "damaged": check.firmware_bad}));
+    out.json_line(&json!({"event": "reached_edl", "from": id.map(|i| i.to_string()), "as": edl.device.as_ref().map(|d| d.id()), "damaged": check.firmware_bad}));
     out.line(format!(
-        "   It crashed again: its {} image is damaged (the demo's modem checks its images at boot, like a signed boot chain).",
+        "   It is in download mode and stays there. Its {} image is damaged (the demo's modem checks its images at boot, like a signed boot chain): flash an update package now — `qrescue demo --scenario update` shows the flash.",
         check.firmware_bad.join(", ")
     ));
-    out.line("   To reflash it, it has to be in download mode: bridge its test pins (USB_BOOT to 1.8 V) and power-cycle it, then flash an update package — `qrescue demo --scenario update` shows the pin rescue.");
+    out.line("   Had it crashed too early for DIAG, bridging its test pins (USB_BOOT to 1.8 V) at power-on gets it into 9008 as well.");
     Ok(())
 }

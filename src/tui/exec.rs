@@ -22,7 +22,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::device::classify::classify;
+use crate::device::classify::{classify, PortRole};
 use crate::device::identity::DeviceId;
 use crate::device::DeviceSnapshot;
 use crate::engine::firehose::PowerMode;
@@ -32,6 +32,7 @@ use crate::engine::outcome::{RunDevice, RunHandle, RunStart, RunStore};
 use crate::engine::prepare::{prepare, PrepareRequest, Prepared, ProgrammerUse};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
 use crate::transport::open::{open_device, OpenOptions};
+use crate::transport::serial::SerialTransport;
 use crate::{Error, ErrorKind};
 
 use super::msg::{BenchAction, Effect, JobId, Msg, PlanReview, Problem};
@@ -330,6 +331,37 @@ impl Executor {
             }
         }
     }
+}
+
+/// Open the serial port that plays `role` (AT, DM) in a normal-mode modem's snapshot: the tty
+/// of the interface the model table names for it (the classifier finds it by interface
+/// number, not by tty order).
+pub fn open_role(snapshot: &DeviceSnapshot, role: PortRole) -> crate::Result<SerialTransport> {
+    let class = classify(snapshot);
+    let what = match role {
+        PortRole::At => "AT",
+        PortRole::Dm => "DM (DIAG)",
+        _ => "serial",
+    };
+    let port = class.port(role).ok_or_else(|| {
+        Error::failure(
+            format!("{} has no {what} port in this mode", snapshot.id()),
+            format!("it shows as {}", class.label),
+            "Check that the modem is in normal mode (`qrescue list`)",
+        )
+    })?;
+    let tty = port.tty.as_deref().ok_or_else(|| {
+        Error::failure(
+            format!(
+                "No serial device is bound to the {what} interface {} of {}",
+                port.interface,
+                snapshot.id()
+            ),
+            "the kernel's option/qcserial driver makes the ttys; without one there is nothing to open",
+            "Load the option driver (`modprobe option`) or check `qrescue preflight`",
+        )
+    })?;
+    crate::transport::open::open_tty(std::path::Path::new(tty))
 }
 
 /// Read the boot ROM's identity.

@@ -4,8 +4,11 @@
 //! emulated storage *as the unit left the factory*: every partition the package programs holds
 //! an older image of the same firmware (the "factory image", same size, other bytes), and every
 //! device-unique partition (EFS2, modemst1/2, fsg, …: [`guards::classify`]) holds data of its
-//! own. Then the scenario damages what it needs to (a half-written boot chain, a half-written
-//! modem image).
+//! own; the EFS partitions hold the unit's IMEI (NV 550) and RF calibration in the layout the
+//! normal-mode firmware reads ([`crate::sim::normal::state`]). The modem and system images start
+//! with a firmware mark naming their revision (the factory's, or the package's), so a unit that
+//! boots says over AT which one it runs. Then the scenario damages what it needs to (a
+//! half-written boot chain, a half-written modem image).
 //!
 //! # The boot rule
 //!
@@ -21,7 +24,9 @@
 //!   appears for a window every period.
 //! - A bad **firmware** partition (modem, system, …) with a good boot chain: the unit boots and
 //!   crashes, and waits in 05c6:900e crash-dump mode (Sahara memory debug).
-//! - Everything good: normal mode.
+//! - Everything good: normal mode; what it answers there (`+CFUN: 1`, 5 without calibration, 7
+//!   with another variant's firmware, its IMEI) follows the storage through
+//!   [`crate::sim::normal::boot`].
 //!
 //! The check runs when the unit boots (after a reset, a power cycle, a watchdog cycle), so what a
 //! flash wrote decides what the unit does next — nothing is scripted.
@@ -38,6 +43,7 @@ use crate::engine::guards;
 use crate::protocol::firehose::commands::StorageKind;
 use crate::sim::firehose::mibib;
 use crate::sim::firehose::storage::{Region, Storage, StorageProfile};
+use crate::sim::normal;
 use crate::sim::package_gen::{self, PackageOptions, PackageSummary};
 use crate::sim::profile::Profile;
 use crate::Error;
@@ -61,6 +67,22 @@ const BOOT_CHAIN: &[&str] = &[
     "devcfg",
     "qupfw",
 ];
+
+/// The revisions the unit's firmware images say they are.
+#[derive(Debug, Clone, Copy)]
+pub struct Marks<'a> {
+    /// The package's folder name (its revision, with a `_factory` tag where it has one).
+    pub folder: &'a str,
+    /// The revision the package's modem and system images carry.
+    pub package: &'a str,
+    /// The revision of the firmware the unit left the factory with.
+    pub modem: &'a str,
+}
+
+/// Images that carry a firmware mark (as `package_gen::emit_firmware` marks them).
+fn is_marked(partition: &str) -> bool {
+    partition.eq_ignore_ascii_case("modem") || partition.eq_ignore_ascii_case("system")
+}
 
 /// Bytes of per-unit data written into each device-unique partition (at most its size).
 const UNIQUE_BYTES: u64 = 256 << 10;
@@ -155,6 +177,9 @@ pub struct Firmware {
     pub summary: PackageSummary,
     checked: Vec<Checked>,
     unique: Vec<Area>,
+    /// The revisions of the package's images and of the factory's.
+    package_revision: String,
+    factory_revision: String,
 }
 
 fn bug(what: impl Into<String>, e: impl std::fmt::Debug) -> Error {
@@ -220,14 +245,14 @@ impl Firmware {
     /// the unit left the factory, and damage it as `scenario` says. Returns the storage.
     pub fn build(
         dir: &Path,
-        folder: &str,
+        revisions: &Marks<'_>,
         unit: &Profile,
         profile: &StorageProfile,
         scenario: Scenario,
         opts: PackageOptions,
     ) -> crate::Result<(Firmware, Storage)> {
-        let package = dir.join(folder);
-        let summary = package_gen::emit(&package, unit, profile, opts)?;
+        let package = dir.join(revisions.folder);
+        let summary = package_gen::emit_firmware(&package, unit, profile, opts, revisions.package)?;
         let mut storage = Storage::new(profile);
         let ss = u64::from(storage.sector_size());
         let regions = storage.regions();
@@ -262,6 +287,9 @@ impl Firmware {
             // NAND SBL keeps the SBL header page host tools look for.
             let head = if storage.is_nand() && is_boot_chain(part) && part == "SBL" {
                 mibib::sbl_stub_page(ss as usize)
+            } else if is_marked(part) {
+                // The firmware the unit left the factory with says which revision it is.
+                normal::state::firmware_mark(revisions.modem)
             } else {
                 Vec::new()
             };
@@ -283,7 +311,7 @@ impl Firmware {
         // What the scenario damages: a write that stopped half-way.
         let chain: Vec<usize> = (0..checked.len()).filter(|&i| checked[i].chain).collect();
         let damaged: Vec<usize> = match scenario {
-            Scenario::Update => Vec::new(),
+            Scenario::Update | Scenario::Factory => Vec::new(),
             // The modem image (the largest firmware image where there is none by that name).
             Scenario::Crash => {
                 let firmware = (0..checked.len()).filter(|&i| !checked[i].chain);
@@ -295,7 +323,7 @@ impl Firmware {
                     .into_iter()
                     .collect()
             }
-            Scenario::Unbrick | Scenario::WrongVariant | Scenario::Factory => {
+            Scenario::Unbrick | Scenario::WrongVariant => {
                 let mut v = vec![chain[0], chain[chain.len() - 1]];
                 v.dedup();
                 v
@@ -328,11 +356,23 @@ impl Firmware {
             unique.push(area);
         }
 
+        // The EFS holds the unit's IMEI (NV 550) and RF calibration, as the normal-mode firmware
+        // reads them (`sim::normal::state`).
+        let efs = normal::state::factory_efs(unit).encode();
+        for name in normal::state::efs_partitions(&storage) {
+            if let Some(r) = normal::state::find_region(&storage, name) {
+                normal::state::write_region(&mut storage, &r, &efs)
+                    .map_err(|e| bug(format!("write the EFS into {name}"), e))?;
+            }
+        }
+
         let fw = Firmware {
             package,
             summary,
             checked,
             unique,
+            package_revision: revisions.package.to_string(),
+            factory_revision: revisions.modem.to_string(),
         };
         if scenario == Scenario::Factory {
             fw.add_factory_set(&storage, opts.seed)?;
@@ -358,6 +398,27 @@ impl Firmware {
             }
         }
         out
+    }
+
+    /// The revision of the firmware in `storage`: the package's when every firmware image is
+    /// the package's, else the factory's (what the unit's firmware marks say on layouts where
+    /// the emulated application firmware can read them).
+    pub fn revision(&self, storage: &Storage) -> &str {
+        let package = self
+            .checked
+            .iter()
+            .filter(|c| !c.chain)
+            .all(|c| c.area.sha256(storage).is_some_and(|h| h == c.trusted[1]));
+        if package {
+            &self.package_revision
+        } else {
+            &self.factory_revision
+        }
+    }
+
+    /// The revision the unit left the factory with.
+    pub fn revision_of_factory(&self) -> String {
+        self.factory_revision.clone()
     }
 
     /// The device-unique areas and the sha256 of the data they hold now (name, hex).

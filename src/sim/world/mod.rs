@@ -6,10 +6,17 @@
 //!   the unit's flash as the [`Scenario`] says ([`firmware`]), and starts the unit's controller
 //!   thread ([`unit`]).
 //! - The unit's behaviour is decided by what is in its flash when it boots (see
-//!   [`firmware`]'s boot rule): a broken boot chain loops in 9008, a broken modem image crashes
-//!   into 900e, a good flash boots into normal mode (enumeration only: the normal-mode AT/DIAG
-//!   emulator comes later, so no port is served there). A flash that ends with the programmer's
-//!   reset is therefore judged by the unit itself at its next boot.
+//!   [`firmware`]'s boot rule): a broken boot chain loops in 9008; a broken modem image runs in
+//!   normal mode for [`Timing::crash_normal`] and crashes into 900e; a good flash boots into
+//!   normal mode. A flash that ends with the programmer's reset is therefore judged by the unit
+//!   itself at its next boot.
+//! - In normal mode the unit is the model's composite with its DM, NMEA, AT and modem ports on
+//!   ptys (the `tty` of interfaces 0..3 in the snapshot), answering AT and DIAG as
+//!   [`crate::sim::normal`] does from the storage: IMEI and calibration from its EFS partitions,
+//!   `+CFUN: 1` with them intact, 5 with the calibration erased (what the factory scenario's
+//!   `_factory` set does), 7 running another variant's firmware. The DIAG EDL command makes it
+//!   leave the bus and come back as 9008 [`Timing::edl_boot`] after the command (staying there
+//!   until a reset); `AT+CFUN=1,1` reboots it; `AT+QPOWD` powers it off.
 //! - [`DemoWorld::source`] is a [`DeviceSource`] on the world's bus: boot-ROM appearances carry
 //!   the pty in the EDL interface's `tty`, like a real qcserial port.
 //! - [`Bench`] is the person at the bench: bridging the test pins and power-cycling the unit
@@ -32,7 +39,7 @@ use std::time::Duration;
 
 use crate::device::DeviceSource;
 use crate::sim::device::DeviceConfig;
-use crate::sim::enumerate::{BootLoop, SWITCH_GAP};
+use crate::sim::enumerate::{BootLoop, SWITCH_GAP, SWITCH_LINGER};
 use crate::sim::firehose::programmer::{Programmer, ProgrammerOptions};
 use crate::sim::firehose::storage::StorageProfile;
 use crate::sim::hub::UsbHub;
@@ -52,13 +59,16 @@ use unit::{lock, Controller, Shared};
 pub enum Scenario {
     /// A unit with a broken boot chain in a 9008 boot loop, and a matching newer package.
     Unbrick,
-    /// A working unit in normal mode and a newer package; the pins get it into 9008.
+    /// A working unit in normal mode and a newer package; DIAG (or the pins) get it into 9008.
     Update,
-    /// A unit whose modem image is damaged: it crashes into 900e at every boot.
+    /// A unit whose modem image is damaged: at every boot it runs briefly in normal mode and
+    /// crashes into 900e.
     Crash,
     /// The boot-looping unit and a package for another variant of its model (refused).
     WrongVariant,
-    /// The boot-looping unit and a `_factory` package that rewrites its EFS (blocked).
+    /// A working unit in normal mode and a `_factory` package that rewrites its EFS: blocked
+    /// until a backup exists; flashed, it loses its calibration (`+CFUN: 5`) until the backup is
+    /// restored.
     Factory,
 }
 
@@ -117,8 +127,16 @@ pub struct Timing {
     /// A reset to the normal-mode enumeration. Real modules take ~7.5 s (EG12) to ~30 s
     /// (RM520N, USERS.md §4.2); the demo uses 5 s so nobody waits long.
     pub normal_boot: Duration,
-    /// A reset of a crashing unit to its next 900e appearance (it boots and crashes again).
+    /// A reset of a crashing unit to its next appearance (it boots, runs briefly in normal
+    /// mode, and crashes again).
     pub crash_boot: Duration,
+    /// How long a crashing unit runs in normal mode (its DM port answers) before its damaged
+    /// modem image takes it down into 900e; a DIAG switch to EDL in that window works.
+    pub crash_normal: Duration,
+    /// How long a normal-mode unit stays on the bus after a host commanded a switch to EDL, a
+    /// reset or a power-down (so the host reads the answer): [`SWITCH_LINGER`]. A switch to EDL
+    /// brings 9008 [`Timing::edl_boot`] after the command.
+    pub linger: Duration,
 }
 
 impl Timing {
@@ -132,6 +150,8 @@ impl Timing {
             edl_boot: SWITCH_GAP,
             normal_boot: Duration::from_secs(5),
             crash_boot: Duration::from_secs(5),
+            crash_normal: Duration::from_secs(4),
+            linger: SWITCH_LINGER,
         }
     }
 
@@ -144,6 +164,9 @@ impl Timing {
             edl_boot: r.edl_boot / 10,
             normal_boot: r.normal_boot / 10,
             crash_boot: r.crash_boot / 10,
+            // Long enough to catch by hand (the DIAG switch takes a moment).
+            crash_normal: r.crash_normal / 2,
+            linger: r.linger / 10,
         }
     }
 
@@ -158,6 +181,8 @@ impl Timing {
             edl_boot: f(self.edl_boot),
             normal_boot: f(self.normal_boot),
             crash_boot: f(self.crash_boot),
+            crash_normal: f(self.crash_normal),
+            linger: f(self.linger),
         }
     }
 }
@@ -204,7 +229,7 @@ pub enum UnitState {
     Edl { looping: bool, pty: PathBuf },
     /// Crashed, in 05c6:900e on `pty`.
     CrashDump { pty: PathBuf },
-    /// Running its firmware (enumeration only).
+    /// Running its firmware: its ports are in the normal-mode snapshot's interfaces.
     Normal,
 }
 
@@ -362,7 +387,11 @@ impl DemoWorld {
             })?;
         let (firmware, storage) = Firmware::build(
             dir.path(),
-            &revisions.package,
+            &firmware::Marks {
+                folder: &revisions.package,
+                package: revisions.package.trim_end_matches("_factory"),
+                modem: &revisions.modem,
+            },
             &unit,
             &storage_profile,
             scenario,
@@ -394,6 +423,8 @@ impl DemoWorld {
             shared: shared.clone(),
             state: state.clone(),
             timing: opts.timing,
+            usbnet: 0,
+            kept: Default::default(),
         };
         let thread = std::thread::Builder::new()
             .name("demo-unit".into())
@@ -463,14 +494,20 @@ impl DemoWorld {
         &self.revisions.modem
     }
 
-    /// The scenario for the console, and the modem's revision to check the package against.
+    /// The unit starts in normal mode (its revision can be read over AT).
+    pub fn starts_normal(&self) -> bool {
+        matches!(self.scenario, Scenario::Update | Scenario::Factory)
+    }
+
+    /// The scenario for the console, and the modem's revision to check the package against
+    /// when nobody can ask the modem: a unit that starts in normal mode tells its own over AT.
     pub fn config_hint(&self) -> (DemoInfo, Option<String>) {
         (
             DemoInfo {
                 scenario: self.scenario.name().into(),
                 about: self.about(),
             },
-            Some(self.revisions.modem.clone()),
+            (!self.starts_normal()).then(|| self.revisions.modem.clone()),
         )
     }
 
@@ -543,18 +580,20 @@ impl DemoWorld {
                 r.package
             ),
             Scenario::Update => format!(
-                "A working emulated {model} in normal mode (running {}) and a newer package, {}. qrescue cannot switch it to download mode over DIAG yet: bridge the test pins and power-cycle it so it restarts in 9008, flash, release the pins; it comes back on the new firmware.",
+                "A working emulated {model} in normal mode (running {}) and a newer package, {}. qrescue reads who it is over AT, switches it to download mode over DIAG (or bridge the test pins), flashes, and checks over AT that it came back as the same unit with its calibration.",
                 r.modem, r.package
             ),
             Scenario::Crash => format!(
-                "An emulated {model} whose modem image is damaged: it crashes at every boot and waits in 05c6:900e crash-dump mode. Save its RAM dump; to reflash it, bridge the test pins so it restarts in 9008."
+                "An emulated {model} whose modem image is damaged: at every boot it runs for {:.0} s in normal mode, then crashes and waits in 05c6:900e crash-dump mode. Save its RAM dump; to reflash it, switch it to download mode over DIAG while it runs, or bridge the test pins so it restarts in 9008.",
+                self.timing.crash_normal.as_secs_f64()
             ),
             Scenario::WrongVariant => format!(
                 "{looping} The package at hand, {}, is built for the {}: qrescue refuses it, because another variant's firmware can leave a modem without RF.",
                 r.package, r.package_variant
             ),
             Scenario::Factory => format!(
-                "{looping} The package at hand is a _factory package that rewrites the modem's EFS (RF calibration, IMEI): without a verified backup of it, qrescue blocks the flash."
+                "A working emulated {model} in normal mode and a _factory package, {}, that rewrites the modem's EFS (RF calibration, IMEI): without a verified backup of it, qrescue blocks the flash. Flashed anyway after a backup, the modem comes back in +CFUN: 5 (no calibration) until the backup is restored.",
+                r.package
             ),
         }
     }

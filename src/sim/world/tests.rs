@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use super::*;
 use crate::device::classify::Mode;
+use crate::device::classify::PortRole;
 use crate::device::monitor::Monitor;
 use crate::device::{DeviceChange, DeviceEvent, DeviceSnapshot};
+use crate::engine::at::{AtSession, NormalIdentity};
+use crate::engine::diag::DiagSession;
 use crate::engine::events::EngineEvent;
 use crate::engine::firehose::PowerMode;
 use crate::engine::flash::{self, FlashJob, FlashReport};
@@ -18,6 +21,7 @@ use crate::engine::prepare::{prepare, CompatReport, PrepareRequest, Stage};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
 use crate::package::compat::Rule;
 use crate::transport::serial::SerialTransport;
+use crate::workflow::verdict::{judge, Expectation, Return};
 
 /// Bound for one event (generous: a loaded machine).
 const EVENT: Duration = Duration::from_secs(30);
@@ -238,7 +242,11 @@ fn update_bridging_the_pins_gives_9008_that_stays_and_release_lets_it_boot() {
     let mut src = world.source();
     let normal = next_appear(&mut src);
     assert_eq!(normal.id(), "2c7c:0800");
-    assert!(normal.interfaces.iter().all(|i| i.tty.is_none()));
+    // Its DM, NMEA, AT and modem ports are served.
+    assert_eq!(
+        normal.interfaces.iter().filter(|i| i.tty.is_some()).count(),
+        4
+    );
 
     world.bench(BenchAction::BridgePinsAndPowerCycle);
     let gone = next(&mut src);
@@ -274,6 +282,9 @@ fn the_crash_unit_gives_its_ram_dump_crashes_again_and_the_pins_get_it_to_9008()
     let check = world.boot_check();
     assert!(check.chain_ok() && !check.firmware_ok(), "{check:?}");
     let mut src = world.source();
+    // It boots and runs in normal mode for a moment, then its modem image takes it down.
+    let running = next_appear(&mut src);
+    assert_eq!(running.id(), "2c7c:0800");
     let crashed = next_appear(&mut src);
     assert_eq!(crashed.id(), "05c6:900e");
     let dir = tempfile::tempdir().unwrap();
@@ -283,6 +294,7 @@ fn the_crash_unit_gives_its_ram_dump_crashes_again_and_the_pins_get_it_to_9008()
         .unwrap();
     assert!(report.bytes_written > 0);
     // The dump ends with a reset: it boots, crashes again.
+    assert_eq!(next_appear(&mut src).id(), "2c7c:0800");
     let again = next_appear(&mut src);
     assert_eq!(again.id(), "05c6:900e");
     world.bench(BenchAction::BridgePinsAndPowerCycle);
@@ -317,10 +329,11 @@ fn wrong_variant_and_factory_packages_are_refused_for_the_reasons_the_scenarios_
 
     let world = start(Scenario::Factory, fast(), None);
     let (_, rev) = world.config_hint();
+    assert_eq!(rev, None, "a normal-mode unit tells its revision over AT");
     let p = prepare(
         &PrepareRequest {
             package: world.package(),
-            modem_revision: rev,
+            modem_revision: Some(world.modem_revision().into()),
             ..PrepareRequest::default()
         },
         &MemoryLedger::new(),
@@ -430,14 +443,295 @@ fn the_world_and_the_bench_can_be_handed_to_the_console_runtime() {
     let base = Config::default();
     let c = world.console_config(base.clone());
     assert_eq!(c.package, Some(world.package()));
-    assert_eq!(
-        c.modem_revision.as_deref(),
-        Some("RM502QAEAAR13A02M4G_01.200.01.200")
-    );
+    // Read over AT from the modem itself, not given.
+    assert_eq!(c.modem_revision, None);
     assert_eq!(c.demo.as_ref().unwrap().scenario, "update");
     assert_eq!(c.source, "emulated modem");
     assert_eq!(
         (c.color, c.bell, c.log_file),
         (base.color, base.bell, base.log_file)
     );
+    // A unit nobody can ask over AT: the demo names its revision.
+    let world = start(Scenario::Unbrick, fast(), None);
+    assert_eq!(
+        world
+            .console_config(Config::default())
+            .modem_revision
+            .as_deref(),
+        Some("RM502QAEAAR13A02M4G_01.200.01.200")
+    );
+}
+
+/// The port of `role` named in a normal-mode snapshot.
+fn port_of(d: &DeviceSnapshot, role: PortRole) -> SerialTransport {
+    let c = crate::device::classify::classify(d);
+    let tty = c
+        .port(role)
+        .and_then(|p| p.tty.clone())
+        .unwrap_or_else(|| panic!("no {role:?} port in {d:?}"));
+    SerialTransport::open(Path::new(&tty)).unwrap()
+}
+
+fn identify_at(d: &DeviceSnapshot) -> NormalIdentity {
+    AtSession::new(port_of(d, PortRole::At)).identify()
+}
+
+fn switch_to_edl(d: &DeviceSnapshot) {
+    let r = DiagSession::new(port_of(d, PortRole::Dm)).switch_to_edl();
+    assert!(r.is_ok(), "{r:?}");
+}
+
+fn expectation(world: &DemoWorld, before: &NormalIdentity) -> Expectation {
+    Expectation {
+        imei: before.imei.as_ref().map(|i| i.digits.clone()),
+        revision: Some(world.package_revision().into()),
+        calibrated_before: before.cfun.map(|c| c.level == 1),
+        backup: None,
+    }
+}
+
+#[test]
+fn update_over_at_and_diag_ends_verified_with_the_same_imei_and_calibration() {
+    let world = start(Scenario::Update, fast(), None);
+    let mut src = world.source();
+    let normal = next_appear(&mut src);
+    let before = identify_at(&normal);
+    assert_eq!(before.cfun.map(|c| c.level), Some(1), "{before:?}");
+    assert_eq!(
+        before.revision.as_ref().map(|r| r.text.as_str()),
+        Some(world.modem_revision())
+    );
+    let imei = before.imei.clone().expect("an IMEI");
+    assert!(imei.luhn_ok);
+    let efs = world.unique_digests();
+
+    // DIAG: it leaves the bus and comes back in its boot ROM, where it stays.
+    switch_to_edl(&normal);
+    let gone = next(&mut src);
+    assert!(
+        matches!(gone.change, DeviceChange::Vanish { .. }),
+        "{gone:?}"
+    );
+    let edl = next_appear(&mut src);
+    assert_eq!(edl.id(), "05c6:9008");
+    assert!(matches!(
+        world.state(),
+        UnitState::Edl { looping: false, .. }
+    ));
+    flash(&world, &tty(&edl), true).unwrap();
+    let back = next_appear(&mut src);
+    assert_eq!(back.id(), "2c7c:0800");
+    let after = identify_at(&back);
+    assert_eq!(
+        after.revision.as_ref().map(|r| r.text.as_str()),
+        Some(world.package_revision()),
+        "it runs the package's firmware"
+    );
+    let v = judge(
+        &expectation(&world, &before),
+        &Return::Normal(Box::new(after)),
+    );
+    assert!(v.is_verified(), "{v:?}");
+    assert!(v.headline().contains(&format!("same IMEI {}", imei.digits)));
+    assert_eq!(world.unique_digests(), efs);
+}
+
+#[test]
+fn at_reset_reboots_and_qpowd_powers_off_until_a_power_cycle() {
+    let world = start(Scenario::Update, fast(), None);
+    let mut src = world.source();
+    let normal = next_appear(&mut src);
+    let mut at = AtSession::new(port_of(&normal, PortRole::At)).allow_usb_change(true);
+    at.run("AT+CFUN=1,1").unwrap();
+    drop(at);
+    let gone = next(&mut src);
+    assert!(matches!(gone.change, DeviceChange::Vanish { .. }));
+    let again = next_appear(&mut src);
+    assert_eq!(again.id(), "2c7c:0800");
+    assert_ne!(tty(&again), tty(&normal), "fresh ptys");
+    let mut at = AtSession::new(port_of(&again, PortRole::At)).allow_usb_change(true);
+    at.run("AT+QPOWD").unwrap();
+    drop(at);
+    let gone = next(&mut src);
+    assert!(matches!(gone.change, DeviceChange::Vanish { .. }));
+    assert!(src
+        .next_event(world.timing().normal_boot * 3)
+        .unwrap()
+        .is_none());
+    assert_eq!(world.state(), UnitState::PoweredOff);
+    world.bench(BenchAction::BridgePinsAndPowerCycle);
+    assert_eq!(next_appear(&mut src).id(), "05c6:9008");
+}
+
+#[test]
+fn a_diag_switch_while_the_crashing_unit_runs_reaches_9008() {
+    let mut t = fast();
+    // A window no loaded machine misses; the scenario's own is short.
+    t.crash_normal = Duration::from_secs(60);
+    let world = start(Scenario::Crash, t, None);
+    let mut src = world.source();
+    let running = next_appear(&mut src);
+    assert_eq!(running.id(), "2c7c:0800");
+    assert_eq!(identify_at(&running).cfun.map(|c| c.level), Some(1));
+    switch_to_edl(&running);
+    let edl = next_appear(&mut src);
+    assert_eq!(edl.id(), "05c6:9008");
+    assert!(matches!(
+        world.state(),
+        UnitState::Edl { looping: false, .. }
+    ));
+}
+
+#[test]
+fn another_variants_firmware_boots_to_cfun_7() {
+    let world = start(Scenario::WrongVariant, long_window(), None);
+    let mut src = world.source();
+    let edl = next_appear(&mut src);
+    let p = prepare(
+        &PrepareRequest {
+            package: world.package(),
+            modem_revision: Some(world.modem_revision().into()),
+            ..PrepareRequest::default()
+        },
+        &MemoryLedger::new(),
+        None,
+    )
+    .unwrap();
+    assert!(!p.verdict().flashable);
+    // qrescue refuses it; another tool (as users did with QFlash) writes it anyway.
+    let plan = p
+        .plan
+        .as_ref()
+        .expect("the plan is built before it is judged");
+    let job = FlashJob {
+        programmer: Some(p.programmer_image().unwrap()),
+        ..FlashJob::default()
+    };
+    let t = SerialTransport::open(Path::new(&tty(&edl))).unwrap();
+    flash::run(t, plan, &job, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+    let back = next_appear(&mut src);
+    assert_eq!(back.id(), "2c7c:0800");
+    let id = identify_at(&back);
+    assert_eq!(id.cfun.map(|c| c.level), Some(7), "{id:?}");
+    let v = judge(
+        &Expectation {
+            imei: id.imei.as_ref().map(|i| i.digits.clone()),
+            ..Expectation::default()
+        },
+        &Return::Normal(Box::new(id)),
+    );
+    assert!(v.headline().contains("+CFUN: 7"), "{}", v.headline());
+}
+
+/// Sahara identity of the unit in 9008 on `edl` and a Firehose session with `programmer`
+/// running.
+fn programmer_session(
+    edl: &DeviceSnapshot,
+    programmer: &[u8],
+) -> (
+    crate::backup::Identity,
+    crate::engine::firehose::FirehoseSession<
+        crate::transport::Pushback<crate::transport::Pushback<SerialTransport>>,
+    >,
+) {
+    let t = SerialTransport::open(Path::new(&tty(edl))).unwrap();
+    let (link, info) = crate::backup::run::identify(t, &SaharaConfig::default()).unwrap();
+    let identity = crate::backup::Identity::from_device_info(&info.expect("the boot ROM answers"));
+    let (fh, _) = crate::engine::connect::attach_or_upload(
+        link,
+        Some(programmer),
+        &SaharaConfig::default(),
+        crate::engine::firehose::FirehoseOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    (identity, fh)
+}
+
+#[test]
+fn a_factory_flash_loses_the_calibration_and_the_backup_brings_it_back() {
+    use crate::backup::run::{self, BackupOptions};
+    use crate::backup::{BackupKind, Store, StoreLedger};
+    use crate::protocol::firehose::commands::StorageKind;
+
+    let world = start(Scenario::Factory, fast(), None);
+    let mut src = world.source();
+    let normal = next_appear(&mut src);
+    let before = identify_at(&normal);
+    assert_eq!(before.cfun.map(|c| c.level), Some(1));
+    let req = PrepareRequest {
+        package: world.package(),
+        modem_revision: before.revision.as_ref().map(|r| r.text.clone()),
+        ..PrepareRequest::default()
+    };
+    let blocked = prepare(&req, &MemoryLedger::new(), None).unwrap();
+    assert!(!blocked.verdict().flashable);
+    let programmer = blocked.programmer_image().unwrap();
+
+    // Back up its own data in 9008 (over DIAG there), then the guard lets the package through.
+    switch_to_edl(&normal);
+    let edl = next_appear(&mut src);
+    let (mut identity, mut fh) = programmer_session(&edl, &programmer);
+    identity.imei = before.imei.as_ref().map(|i| i.digits.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let backup = run::take_backup(
+        &mut fh,
+        &identity,
+        &store,
+        &BackupOptions {
+            kind: BackupKind::DeviceUnique,
+            storage: StorageKind::Nand,
+        },
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let ledger = StoreLedger::new(&store).unwrap().for_device(&identity);
+    let unit = identity.unit_key().unwrap();
+    let p = prepare(&req, &ledger, Some(&unit)).unwrap();
+    assert!(p.verdict().flashable, "{:?}", p.verdict());
+    let (mut link, rest) = fh.into_parts();
+    link.unread(&rest);
+    flash::run(
+        &mut link,
+        p.plan.as_ref().unwrap(),
+        &FlashJob::default(),
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+
+    // Flashed: it boots, but its EFS is the factory image's, without this unit's data.
+    let back = next_appear(&mut src);
+    let after = identify_at(&back);
+    assert_eq!(after.cfun.map(|c| c.level), Some(5), "{after:?}");
+    let mut expect = expectation(&world, &before);
+    expect.backup = Some(backup.name.clone());
+    let v = judge(&expect, &Return::Normal(Box::new(after)));
+    let crate::workflow::verdict::Verdict::NotVerified { failures, next } = &v else {
+        panic!("{v:?}")
+    };
+    assert!(failures.contains(&crate::workflow::verdict::Failure::CalibrationLost));
+    assert!(next[0].contains(&backup.name), "{next:?}");
+
+    // Restore the backup in 9008: +CFUN: 1 and the same IMEI again.
+    switch_to_edl(&back);
+    let edl = next_appear(&mut src);
+    let (mut identity, mut fh) = programmer_session(&edl, &programmer);
+    identity.imei = expect.imei.clone();
+    let plan = run::plan_restore(&backup, &[]).unwrap();
+    run::restore(
+        &mut fh,
+        &backup,
+        &plan,
+        &identity,
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    fh.power(PowerMode::Reset, 1).unwrap();
+    let restored = next_appear(&mut src);
+    let v = judge(&expect, &Return::Normal(Box::new(identify_at(&restored))));
+    assert!(v.is_verified(), "{v:?}");
 }

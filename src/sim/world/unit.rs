@@ -6,6 +6,8 @@
 //! Each appearance in the boot ROM is a fresh pty with a fresh HELLO (as in
 //! [`crate::sim::enumerate`], whose bus it uses); the storage behind the programmer persists.
 
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,10 +16,11 @@ use std::time::{Duration, Instant};
 use crate::sim::device::{self, DeviceConfig, RunOutcome};
 use crate::sim::enumerate::Bus;
 use crate::sim::firehose::programmer::Programmer;
+use crate::sim::firehose::storage::Storage;
 use crate::sim::hub::UsbHub;
+use crate::sim::normal::{self, at::ModemState, ports, ports::NormalExit};
 use crate::sim::profile::{Personality, Profile, UnitIdentity};
 use crate::sim::stoplink::StopLink;
-use crate::sim::usb_ids;
 use crate::sim::{AfterUpload, ProgrammerExit};
 use crate::transport::pty::PtyDevice;
 use crate::transport::Transport;
@@ -68,6 +71,28 @@ enum End {
     Ran(RunOutcome, Option<ProgrammerExit>),
 }
 
+/// How a normal-mode appearance ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NormalEnd {
+    Stop,
+    Cycle,
+    Exit(NormalExit),
+}
+
+/// What the unit does at its next boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// What its flash (and the pins) allow.
+    Decide,
+    /// Its boot ROM, whatever the flash holds (a DIAG switch, a programmer's reset to EDL).
+    Edl,
+    /// Crash-dump mode: its modem image just crashed.
+    CrashDump,
+}
+
+/// How many retired pty numbers stay taken (a normal-mode appearance retires four).
+const KEEP_NUMBERS: usize = 6;
+
 /// What the unit boots into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Boot {
@@ -86,6 +111,10 @@ pub(crate) struct Controller {
     pub shared: Arc<Shared>,
     pub state: Arc<Mutex<UnitState>>,
     pub timing: Timing,
+    /// `AT+QCFG="usbnet"` as saved: the composition of the next normal-mode boot.
+    pub usbnet: u8,
+    /// Numbers of retired normal-mode ptys, kept taken.
+    pub kept: VecDeque<OwnedFd>,
 }
 
 impl Controller {
@@ -228,12 +257,69 @@ impl Controller {
         }
     }
 
-    /// Stay in normal mode until stopped or power-cycled. False when stopped.
-    fn normal(&self, bus: &mut Bus<'_>) -> bool {
-        let Some(snapshot) = usb_ids::normal_mode_snapshot(&self.edl, bus.next_address()) else {
-            // Checked when the world starts; never here.
-            return self.powered_off();
+    /// Sleep `d` unless the world stops first. False when stopped.
+    fn sleep(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+    }
+
+    /// Keep the pty's number taken for a while, so the next appearance gets another path.
+    fn keep(&mut self, pty: &PtyDevice) {
+        match pty.keep_number() {
+            Ok(fd) => {
+                self.kept.push_back(fd);
+                if self.kept.len() > KEEP_NUMBERS {
+                    self.kept.pop_front();
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not keep the pty number"),
+        }
+    }
+
+    /// Run in normal mode: enumerate as the model's composite and serve its DM, NMEA, AT and
+    /// modem ports on ptys ([`normal::ports`]), answering as the storage says
+    /// ([`normal::boot`]), until a host commands an exit, the bench power-cycles it, the world
+    /// stops, or `crash_after` passes (a damaged modem image takes it down).
+    fn normal(&mut self, bus: &mut Bus<'_>, crash_after: Option<Duration>) -> NormalEnd {
+        let booted = {
+            let programmer = lock(&self.programmer);
+            let storage = programmer.storage();
+            match normal::boot(storage, &self.edl) {
+                normal::Boot::Normal(b) => Some(*b),
+                normal::Boot::BootRom { why } => self.layout_boot(storage, &why),
+            }
         };
+        let Some(mut snapshot) = ports::normal_snapshot(&self.edl, bus.next_address(), self.usbnet)
+        else {
+            // Checked when the world starts; never here.
+            return if self.powered_off() {
+                NormalEnd::Cycle
+            } else {
+                NormalEnd::Stop
+            };
+        };
+        let mut ptys = match booted {
+            Some(_) => ports::NormalPtys::open()
+                .map_err(|e| tracing::error!(target: "qrescue::demo", error = %e, "the emulated modem cannot create its ptys; it enumerates without ports"))
+                .ok(),
+            None => None,
+        };
+        if let Some(p) = &ptys {
+            p.annotate(&mut snapshot);
+        }
+        if let Some(b) = &booted {
+            tracing::info!(target: "qrescue::demo", revision = %b.revision, cfun = b.cfun,
+                imei = b.imei.as_deref().unwrap_or("none"), "emulated modem: normal mode");
+        }
         let location = snapshot.location();
         {
             // Held across the event, so whoever saw it reads the new state.
@@ -241,16 +327,151 @@ impl Controller {
             self.hub.appear(snapshot);
             *state = UnitState::Normal;
         }
-        let powered = self.powered_off();
+        let deadline = crash_after.map(|d| Instant::now() + d);
+        let shared = self.shared.clone();
+        let local = AtomicBool::new(false);
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let usbnet = self.usbnet;
+        let profile = &self.edl;
+        let (exit, usbnet) = std::thread::scope(|s| {
+            let l = &local;
+            s.spawn(move || loop {
+                if shared.stop.load(Ordering::SeqCst) || shared.cycle.load(Ordering::SeqCst) {
+                    l.store(true, Ordering::SeqCst);
+                    return;
+                }
+                match done_rx.recv_timeout(Duration::from_millis(20)) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            });
+            let mut usbnet = usbnet;
+            let mut exit = NormalExit::Stopped;
+            if let (Some(p), Some(b)) = (ptys.as_mut(), booted) {
+                let mut unit = ModemState::for_unit(profile, b, usbnet);
+                let opts = ports::ServeOptions {
+                    deadline,
+                    ..ports::ServeOptions::default()
+                };
+                exit = ports::serve_ports(p.ports(), &mut unit, l, &opts);
+                usbnet = unit.usbnet;
+            }
+            if exit == NormalExit::Stopped && !l.load(Ordering::SeqCst) {
+                // No ports (or every port gone): on the bus until something ends it.
+                exit = loop {
+                    if l.load(Ordering::SeqCst) {
+                        break NormalExit::Stopped;
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        break NormalExit::Deadline;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                };
+            }
+            drop(done_tx);
+            (exit, usbnet)
+        });
+        self.usbnet = usbnet;
+        let end = if self.shared.stop.load(Ordering::SeqCst) {
+            NormalEnd::Stop
+        } else if exit == NormalExit::Stopped {
+            self.shared.cycle.store(false, Ordering::SeqCst);
+            tracing::info!(target: "qrescue::demo", "emulated modem: power-cycled");
+            NormalEnd::Cycle
+        } else {
+            tracing::info!(target: "qrescue::demo", ?exit, "emulated modem: normal mode ends");
+            NormalEnd::Exit(exit)
+        };
+        let commanded = matches!(
+            exit,
+            NormalExit::SwitchToEdl | NormalExit::Reset | NormalExit::PowerDown
+        );
+        // A commanded exit: the host reads the answer while the ports are still there.
+        if commanded && !self.sleep(self.timing.linger) {
+            return NormalEnd::Stop;
+        }
+        if let Some(p) = ptys.take() {
+            for (_, _, pty) in &p.ptys {
+                self.keep(pty);
+            }
+            // Close the ptys before announcing: whoever sees the vanish finds the ports gone.
+            drop(p);
+        }
         {
             let mut state = lock(&self.state);
             self.hub.vanish(&location);
             *state = UnitState::Off;
         }
-        if powered {
-            tracing::info!(target: "qrescue::demo", "emulated modem: power-cycled");
-        }
-        powered
+        end
+    }
+
+    /// How the unit runs when the emulated application firmware's own boot rule cannot read
+    /// this layout (a UFS layout has no `modem` partition for its firmware mark): the world's
+    /// check already found every image good, its own records say which revision is installed,
+    /// and the EFS partitions hold IMEI and calibration as on any layout (`+CFUN` by the same
+    /// rule as [`normal::boot`]). `None` for a model without application firmware.
+    fn layout_boot(&self, storage: &Storage, why: &str) -> Option<normal::NormalBoot> {
+        let Some(fw) = normal::unit::model_firmware(&self.edl) else {
+            tracing::warn!(target: "qrescue::demo", %why, "no emulated application firmware: the unit enumerates in normal mode without ports");
+            return None;
+        };
+        tracing::debug!(target: "qrescue::demo", %why, "normal mode from the world's records");
+        let revision = self.firmware.revision(storage).to_string();
+        let (efs_partition, efs) = match normal::state::read_efs(storage) {
+            Some((p, e)) => (Some(p), Some(e)),
+            None => (None, None),
+        };
+        let calibrated = efs
+            .as_ref()
+            .and_then(|e| e.file(normal::efs::CALIBRATION_PATH))
+            .is_some_and(|c| !c.is_empty());
+        let own = normal::unit::model_variant(&self.firmware.revision_of_factory());
+        let cfun = if normal::unit::model_variant(&revision) != own {
+            7
+        } else if !calibrated {
+            5
+        } else {
+            1
+        };
+        Some(normal::NormalBoot {
+            model: fw.model.to_string(),
+            marked: true,
+            factory_revision: self.firmware.revision_of_factory(),
+            revision,
+            cfun,
+            imei: efs.as_ref().and_then(|e| e.imei()),
+            calibrated,
+            efs_partition,
+            efs,
+        })
+    }
+
+    /// After a normal-mode appearance: how long the unit is off the bus, and whether it boots
+    /// into its boot ROM next. `None` when the world stopped.
+    fn after_normal(&mut self, end: NormalEnd, crashing: bool) -> Option<(Duration, Next)> {
+        let t = self.timing;
+        Some(match end {
+            NormalEnd::Stop => return None,
+            NormalEnd::Cycle => (t.edl_boot, Next::Decide),
+            // 9008 comes `edl_boot` after the command, which was `linger` ago.
+            NormalEnd::Exit(NormalExit::SwitchToEdl) => {
+                (t.edl_boot.saturating_sub(t.linger), Next::Edl)
+            }
+            NormalEnd::Exit(NormalExit::PowerDown) => {
+                self.set(UnitState::PoweredOff);
+                if !self.powered_off() {
+                    return None;
+                }
+                self.set(UnitState::Off);
+                (t.edl_boot, Next::Decide)
+            }
+            // The damaged modem image took it down: it re-enumerates in crash-dump mode.
+            NormalEnd::Exit(NormalExit::Deadline) if crashing => (t.edl_boot, Next::CrashDump),
+            NormalEnd::Exit(_) => {
+                let (next, _) = self.predict(false);
+                (self.boot_time(next), Next::Decide)
+            }
+        })
     }
 
     /// The unit's life, until the world stops.
@@ -260,24 +481,35 @@ impl Controller {
         let crash = self.crash.clone();
         let mut bus = Bus::new(&hub, &edl);
         let mut gap = Duration::ZERO;
-        let mut forced_edl = false;
+        let mut next = Next::Decide;
         let mut index = 0u64;
         loop {
             if !self.off_for(gap) {
                 return;
             }
-            let boot = self.decide(forced_edl);
-            forced_edl = false;
+            let boot = match next {
+                Next::Decide => self.decide(false),
+                Next::Edl => self.decide(true),
+                Next::CrashDump => {
+                    tracing::info!(target: "qrescue::demo", "emulated modem: its modem image crashed: 900e (crash dump)");
+                    Boot::CrashDump
+                }
+            };
+            let crashed = next == Next::CrashDump;
+            next = Next::Decide;
             let (profile, personality) = match boot {
-                Boot::Normal => {
-                    if !self.normal(&mut bus) {
+                Boot::Normal | Boot::CrashDump if !crashed => {
+                    let crashing = boot == Boot::CrashDump;
+                    let window = crashing.then_some(self.timing.crash_normal);
+                    let end = self.normal(&mut bus, window);
+                    let Some((g, n)) = self.after_normal(end, crashing) else {
                         return;
-                    }
-                    gap = self.timing.edl_boot;
+                    };
+                    (gap, next) = (g, n);
                     continue;
                 }
                 Boot::Edl { .. } => (&edl, Personality::Edl),
-                Boot::CrashDump => (&crash, Personality::CrashDump),
+                Boot::Normal | Boot::CrashDump => (&crash, Personality::CrashDump),
             };
             bus.profile = profile;
             self.cfg.personality = personality;
@@ -323,7 +555,7 @@ impl Controller {
                 End::WindowClosed => (appeared + self.timing.boot_loop.period)
                     .saturating_duration_since(Instant::now()),
                 End::Ran(_, Some(ProgrammerExit::ResetToEdl)) => {
-                    forced_edl = true;
+                    next = Next::Edl;
                     self.timing.edl_boot
                 }
                 End::Ran(RunOutcome::PoweredOff, Some(ProgrammerExit::PowerOff)) => {
