@@ -115,7 +115,7 @@ impl Default for CampaignConfig {
             only: None,
             attempt_limit: Duration::from_secs(40),
             max_attempts: 1,
-            image_bytes: (192 << 10)..(768 << 10),
+            image_bytes: (192 << 10)..(2 << 20),
             expect_resume: false,
             workdir: None,
             parallel: 4,
@@ -748,16 +748,18 @@ impl Appearance {
     /// Whether the unit is still there (its runner has not ended).
     fn running(&mut self) -> bool {
         if self.ended.is_none() {
-            if let Ok(end) = self.done.try_recv() {
-                self.ended = Some(end);
+            match self.done.try_recv() {
+                Ok(end) => self.ended = Some(end),
+                Err(mpsc::TryRecvError::Disconnected) => return false,
+                Err(mpsc::TryRecvError::Empty) => {}
             }
         }
         self.ended.is_none() && !self.cutter.is_cut()
     }
 
     /// Pull the plug and get the unit's programmer (its storage) back; `Err` when the unit's
-    /// runner does not stop.
-    fn finish(mut self) -> Result<(RunOutcome, Programmer), String> {
+    /// runner does not stop, or ended without handing it back (it panicked).
+    fn finish(mut self) -> Result<(RunOutcome, Programmer), (Invariant, String)> {
         self.timer_off.store(true, Ordering::SeqCst);
         self.stop.store(true, Ordering::SeqCst);
         self.cutter.cut();
@@ -765,11 +767,19 @@ impl Appearance {
         if let Some(end) = self.ended.take() {
             return Ok(end);
         }
-        self.done.recv_timeout(STOP_WAIT).map_err(|_| {
-            format!(
-                "the emulated unit did not stop within {} s of being unplugged",
-                STOP_WAIT.as_secs()
-            )
+        self.done.recv_timeout(STOP_WAIT).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => (
+                Invariant::Bounded,
+                format!(
+                    "the emulated unit did not stop within {} s of being unplugged",
+                    STOP_WAIT.as_secs()
+                ),
+            ),
+            mpsc::RecvTimeoutError::Disconnected => (
+                Invariant::NoPanic,
+                "the emulated unit's thread ended without handing back its storage (it panicked)"
+                    .to_string(),
+            ),
         })
     }
 }
@@ -1567,9 +1577,13 @@ fn run_inner(
         let vanished = app.vanished.load(Ordering::SeqCst);
         let prog = match app.finish() {
             Ok((_, prog)) => prog,
-            Err(e) => {
-                violate(report, Invariant::Bounded, e);
-                report.end = RunEnd::Hung;
+            Err((invariant, e)) => {
+                violate(report, invariant, e);
+                report.end = if invariant == Invariant::Bounded {
+                    RunEnd::Hung
+                } else {
+                    RunEnd::HarnessError
+                };
                 return Ok(());
             }
         };
