@@ -244,14 +244,14 @@ fn read_nv<T: Transport>(
         let first = match diag.nv_read(*item) {
             Ok(nv) => nv,
             Err(e) => {
-                walk.failed(&format!("NV {item} ({what})"), e)?;
+                walk.failed(&format!("NV {item} {what}"), e)?;
                 continue;
             }
         };
         walk.silent = 0;
         if !first.is_ok() {
             walk.skip(format!(
-                "NV {item} ({what}): the modem reports it {}",
+                "NV {item} {what}: not stored, {}",
                 first.status.describe()
             ));
             continue;
@@ -259,7 +259,7 @@ fn read_nv<T: Transport>(
         let second = match diag.nv_read(*item) {
             Ok(nv) => nv,
             Err(e) => {
-                walk.failed(&format!("NV {item} ({what}), second read"), e)?;
+                walk.failed(&format!("NV {item} {what}, second read"), e)?;
                 continue;
             }
         };
