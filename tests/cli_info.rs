@@ -1,7 +1,8 @@
 //! `qrescue info` in every mode against the emulator in separate processes: normal mode found
 //! through `--sim` (AT identity, DIAG revision, composition) and through explicit `--at`/`--dm`
 //! ptys, EDL found through `--sim` (Sahara), `--port` as before; no modem and several modems.
-//! Every wait is bounded; nothing depends on timing.
+//! And `qrescue backup` of a normal-mode modem: an NV/EFS backup over DIAG, listed, verified,
+//! refused by `restore`. Every wait is bounded; nothing depends on timing.
 
 mod common;
 
@@ -214,4 +215,93 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(&p, to.join(e.file_name())).unwrap();
         }
     }
+}
+
+#[test]
+fn a_normal_mode_modem_gets_an_nv_efs_backup_that_is_listed_verified_and_never_restored() {
+    let sim = Emulator::start(&["--profile", "ec25", "--mode", "normal"]);
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    let out = qrescue(
+        &["backup", "--sim", sim.sock(), "--out", s(&store), "--json"],
+        T,
+    );
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let done = common::last_json(&out);
+    assert_eq!(done["event"], "backup", "{done}");
+    let name = done["name"].as_str().unwrap().to_string();
+    let m = &done["manifest"];
+    assert_eq!(m["kind"], "nv-efs");
+    assert_eq!(m["identity"]["imei"], ec25_imei());
+    assert_eq!(m["identity"]["usb"]["usb_id"], "2c7c:0125");
+    let items: Vec<String> = m["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["origin"].to_string())
+        .collect();
+    assert!(
+        items.iter().any(|i| i.contains("\"item\":550")),
+        "{items:?}"
+    );
+    assert!(
+        items
+            .iter()
+            .any(|i| i.contains("/nv/item_files/rfnv/00020000")),
+        "{items:?}"
+    );
+    assert!(common::json_lines(&out)
+        .iter()
+        .any(|l| l["event"] == "diag_backup_progress"));
+
+    // Listed and verified like any backup.
+    let out = qrescue(&["backup", "list", "--store", s(&store)], T);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&name) && text.contains("nv-efs"), "{text}");
+    assert!(text.contains("NV items 550"), "{text}");
+    let out = qrescue(&["backup", "verify", &name, "--store", s(&store)], T);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+
+    // Never restored: plain words, exit 1, nothing opened.
+    let out = qrescue(
+        &[
+            "restore",
+            &name,
+            "--store",
+            s(&store),
+            "--port",
+            "/dev/null",
+            "--yes",
+        ],
+        T,
+    );
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("reference and manual recovery"),
+        "{}",
+        describe(&out)
+    );
+
+    // Explicit ports work too (a second backup: a new folder, nothing overwritten).
+    let at = sim.appear["ports"]["at"].as_str().unwrap();
+    let dm = sim.appear["ports"]["dm"].as_str().unwrap();
+    let out = qrescue(
+        &[
+            "backup",
+            "--diag",
+            "--at",
+            at,
+            "--dm",
+            dm,
+            "--out",
+            s(&store),
+        ],
+        T,
+    );
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert_eq!(std::fs::read_dir(&store).unwrap().count(), 2);
+    // --diag and --port exclude each other.
+    let out = qrescue(&["backup", "--diag", "--port", "/dev/null"], T);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
 }

@@ -406,6 +406,8 @@ pub fn choose(layouts: &[LunLayout], storage: StorageKind, kind: BackupKind) -> 
                     .filter(|p| classify(&p.name, storage).is_some())
                     .map(spec),
             ),
+            // Partitions are never part of an NV/EFS backup (taken over DIAG, not here).
+            BackupKind::NvEfs => {}
             BackupKind::Full => {
                 let first = l
                     .table
@@ -637,6 +639,18 @@ pub fn take_backup<T: Transport>(
 // Restore
 // ---------------------------------------------------------------------------------------------
 
+/// The refusal to restore an NV/EFS backup: qrescue does not write NV items or EFS files.
+pub fn nv_efs_not_restorable(backup: &StoredBackup) -> Error {
+    Error::failure(
+        format!("Backup {} cannot be restored by qrescue; nothing was written", backup.name),
+        "it is an NV/EFS backup taken over DIAG in normal mode: it keeps each NV item and EFS2 file as the modem gave it (sha256-checked), for reference and manual recovery; qrescue does not write NV items or EFS files back",
+        format!(
+            "Keep it safe and check it with `qrescue backup verify {}`; to restore calibration or the IMEI, use a download-mode backup of the EFS partitions (qrescue backup --port …, then qrescue restore) or give these files to whoever restores them by hand (QPST/QXDM, Quectel support)",
+            backup.name
+        ),
+    )
+}
+
 /// One region to write back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RestoreStep {
@@ -659,6 +673,10 @@ pub struct RestorePlan {
 /// (case-insensitive).
 pub fn plan_restore(backup: &StoredBackup, only: &[String]) -> crate::Result<RestorePlan> {
     let m = &backup.manifest;
+    let storage = match (m.kind, m.storage) {
+        (BackupKind::NvEfs, _) | (_, None) => return Err(nv_efs_not_restorable(backup)),
+        (_, Some(s)) => s,
+    };
     let chosen: Vec<&FileEntry> = if only.is_empty() {
         m.files.iter().collect()
     } else {
@@ -693,13 +711,13 @@ pub fn plan_restore(backup: &StoredBackup, only: &[String]) -> crate::Result<Res
         .into_iter()
         .map(|f| RestoreStep {
             file: f.clone(),
-            erase: m.storage == StorageKind::Nand,
+            erase: storage == StorageKind::Nand,
         })
         .collect();
     Ok(RestorePlan {
         backup: backup.name.clone(),
         unit: m.unit(),
-        storage: m.storage,
+        storage,
         bytes: steps.iter().map(|s| s.file.bytes).sum(),
         steps,
     })

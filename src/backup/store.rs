@@ -46,6 +46,16 @@
 //! (same LUN and bytes), and only after that file was re-read and matched its sha256.
 //!
 //! Fault injection ([`FaultHook`]) lets tests fail or "kill" the writer at every step.
+//!
+//! # Normal-mode (NV/EFS over DIAG) backups
+//!
+//! A backup of kind [`BackupKind::NvEfs`] holds no partitions: its files are NV items and EFS2
+//! files read over DIAG ([`crate::backup::diag`]), listed in the manifest's `items` with where
+//! each came from ([`ItemOrigin`]). It is written, sealed, verified and listed exactly like a
+//! partition backup ([`Store::begin_nv_efs`], [`PendingBackup::create_item`]); it is filed under
+//! the Sahara serial when known, else under [`Identity::normal_key`] (`imei-…`); it records no
+//! storage kind. The guard's ledger never counts it (it holds no partition), and a restore
+//! refuses it: qrescue does not write NV items or EFS files back.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -178,6 +188,9 @@ pub enum BackupKind {
     DeviceUnique,
     /// Every partition and the partition table areas.
     Full,
+    /// NV items and EFS2 files read over DIAG in normal mode (for reference and manual recovery;
+    /// not restored by qrescue).
+    NvEfs,
 }
 
 impl BackupKind {
@@ -185,6 +198,7 @@ impl BackupKind {
         match self {
             BackupKind::DeviceUnique => "device-unique",
             BackupKind::Full => "full",
+            BackupKind::NvEfs => "nv-efs",
         }
     }
 }
@@ -281,6 +295,103 @@ impl FileEntry {
     }
 }
 
+/// Where an item of a normal-mode (DIAG) backup came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ItemOrigin {
+    /// A legacy NV item (DIAG NV_READ 0x26): the file holds its 128 data bytes.
+    NvItem {
+        item: u16,
+        /// What it is, e.g. `IMEI (NV_UE_IMEI_I)`.
+        what: String,
+    },
+    /// An EFS2 file: the file holds its content as read.
+    EfsFile {
+        /// Its path on the modem, as the modem named it (recorded only; never a path here).
+        path: String,
+    },
+}
+
+impl ItemOrigin {
+    /// `NV 550 IMEI (NV_UE_IMEI_I)` or `EFS /nv/item_files/rfnv/00020000`.
+    pub fn describe(&self) -> String {
+        match self {
+            ItemOrigin::NvItem { item, what } => format!("NV {item} {what}"),
+            ItemOrigin::EfsFile { path } => format!("EFS {path}"),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let printable =
+            |t: &str| !t.is_empty() && t.len() <= MAX_TEXT && !t.chars().any(char::is_control);
+        match self {
+            ItemOrigin::NvItem { item, what } if !printable(what) => {
+                Err(format!("NV item {item}: its description is not printable"))
+            }
+            ItemOrigin::EfsFile { path } if !printable(path) || !path.starts_with('/') => {
+                Err("an EFS path is not a printable absolute path".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One file of a normal-mode (DIAG) backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemEntry {
+    /// File name inside the backup folder ([`is_safe_name`]).
+    pub name: String,
+    pub origin: ItemOrigin,
+    pub bytes: u64,
+    /// 64 lower-case hex digits.
+    pub sha256: String,
+}
+
+impl ItemEntry {
+    fn validate(&self) -> Result<(), String> {
+        if !is_safe_name(&self.name) {
+            return Err(format!(
+                "file name {:?} is not a plain file name",
+                self.name
+            ));
+        }
+        self.origin
+            .validate()
+            .map_err(|e| format!("{}: {e}", self.name))?;
+        if !is_sha256_hex(&self.sha256) {
+            return Err(format!(
+                "{}: sha256 is not 64 lower-case hex digits",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The file name for the `index`-th file of a normal-mode backup: `nv_00550.bin` for an NV
+/// item, `efs_003_nv_item_files_rfnv_00020000.bin` for an EFS file (the device's path made safe
+/// by [`sanitize_label`]; the index keeps names unique).
+pub fn item_file_name(index: usize, origin: &ItemOrigin) -> String {
+    let name = match origin {
+        ItemOrigin::NvItem { item, .. } => format!("nv_{item:05}.bin"),
+        ItemOrigin::EfsFile { path } => {
+            // The end of a long path says most about the file.
+            let tail: Vec<char> = path.trim_start_matches('/').chars().collect();
+            let keep = tail.len().saturating_sub(MAX_LABEL);
+            let tail: String = tail[keep..].iter().collect();
+            format!("efs_{index:03}_{}.bin", sanitize_label(&tail))
+        }
+    };
+    name.chars().take(MAX_NAME).collect()
+}
+
 /// `manifest.json` of a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -294,11 +405,16 @@ pub struct Manifest {
     /// `2025-03-01T10:15:30Z`.
     pub created_utc: String,
     pub kind: BackupKind,
-    pub storage: StorageKind,
+    /// The storage the partitions were read from; none for an NV/EFS backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageKind>,
     pub identity: Identity,
     /// The device's partition table(s) when the backup was taken.
     pub table: Vec<Partition>,
     pub files: Vec<FileEntry>,
+    /// NV/EFS backups: the NV items and EFS files (no partitions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemEntry>,
     /// How the data was checked before the backup was recorded.
     pub verification: String,
     #[serde(default)]
@@ -368,10 +484,11 @@ impl Manifest {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.files.is_empty() {
+        if self.files.is_empty() && self.items.is_empty() {
             return Err("it lists no files".into());
         }
         if self.files.len() > MAX_ENTRIES
+            || self.items.len() > MAX_ENTRIES
             || self.table.len() > MAX_ENTRIES
             || self.notes.len() > MAX_ENTRIES
         {
@@ -388,8 +505,23 @@ impl Manifest {
         self.identity
             .validate()
             .map_err(|e| format!("its identity is not plausible: {e}"))?;
-        if self.identity.unit_key().is_none() {
-            return Err("it does not record the modem's serial number".into());
+        if self.kind == BackupKind::NvEfs {
+            if !self.files.is_empty() || !self.table.is_empty() || self.storage.is_some() {
+                return Err("an NV/EFS backup lists partitions".into());
+            }
+            if self.identity.unit_key().is_none() && self.identity.normal_key().is_none() {
+                return Err("it records neither the modem's serial number nor its IMEI".into());
+            }
+        } else {
+            if !self.items.is_empty() {
+                return Err("a partition backup lists NV/EFS items".into());
+            }
+            if self.storage.is_none() {
+                return Err("it does not say which storage the partitions were read from".into());
+            }
+            if self.identity.unit_key().is_none() {
+                return Err("it does not record the modem's serial number".into());
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for f in &self.files {
@@ -398,19 +530,34 @@ impl Manifest {
                 return Err(format!("the file {} is listed twice", f.name));
             }
         }
+        for i in &self.items {
+            i.validate()?;
+            if !names.insert(i.name.to_ascii_lowercase()) {
+                return Err(format!("the file {} is listed twice", i.name));
+            }
+        }
         Ok(())
     }
 
-    /// The unit key (Sahara serial) of the modem the backup was taken from.
+    /// The unit key of the modem the backup was taken from: its Sahara serial, or for an
+    /// NV/EFS backup without one, `imei-` + its IMEI.
     pub fn unit(&self) -> String {
-        self.identity.unit_key().unwrap_or_default()
+        self.identity
+            .unit_key()
+            .or_else(|| {
+                (self.kind == BackupKind::NvEfs)
+                    .then(|| self.identity.normal_key())
+                    .flatten()
+            })
+            .unwrap_or_default()
     }
 
-    /// Total bytes of the files.
+    /// Total bytes of the files (and items).
     pub fn total_bytes(&self) -> u64 {
         self.files
             .iter()
             .map(|f| f.bytes)
+            .chain(self.items.iter().map(|i| i.bytes))
             .fold(0, u64::saturating_add)
     }
 }
@@ -754,6 +901,33 @@ impl Store {
                 "Power-cycle the modem into download mode (9008) so qrescue talks to its boot ROM first, and run the backup again",
             )
         })?;
+        self.begin_as(identity, kind, Some(storage), &unit)
+    }
+
+    /// Start writing an NV/EFS backup (over DIAG in normal mode) of `identity`, filed under its
+    /// Sahara serial when known, else under its IMEI ([`Identity::normal_key`]); add its files
+    /// with [`PendingBackup::create_item`].
+    pub fn begin_nv_efs(&self, identity: &Identity) -> crate::Result<PendingBackup> {
+        let unit = identity
+            .unit_key()
+            .or_else(|| identity.normal_key())
+            .ok_or_else(|| {
+                Error::failure(
+                    "qrescue will not make a backup without knowing which modem it is from",
+                    "the modem told neither its IMEI (AT+CGSN, NV item 550) nor its serial number, and a backup that cannot be matched to its unit is of no use for it",
+                    "Give the AT port (--at) so the IMEI can be read, or back up the EFS partitions in download mode (qrescue backup --port …)",
+                )
+            })?;
+        self.begin_as(identity, BackupKind::NvEfs, None, &unit)
+    }
+
+    fn begin_as(
+        &self,
+        identity: &Identity,
+        kind: BackupKind,
+        storage: Option<StorageKind>,
+        unit: &str,
+    ) -> crate::Result<PendingBackup> {
         identity.validate().map_err(|e| {
             Error::failure(
                 "the modem's identity is not plausible",
@@ -774,17 +948,15 @@ impl Store {
             std::process::id()
         ));
         let (created_unix, created_utc, stamp) = now();
+        let suffix = match kind {
+            BackupKind::DeviceUnique => "",
+            BackupKind::Full => "-full",
+            BackupKind::NvEfs => "-nvefs",
+        };
         let mut pending = PendingBackup {
             store: self.clone(),
             dir: tmp,
-            base_name: format!(
-                "{unit_part}-{stamp}{}",
-                if kind == BackupKind::Full {
-                    "-full"
-                } else {
-                    ""
-                }
-            ),
+            base_name: format!("{unit_part}-{stamp}{suffix}"),
             manifest: Manifest {
                 format: FORMAT.into(),
                 format_version: FORMAT_VERSION,
@@ -796,6 +968,7 @@ impl Store {
                 identity: identity.clone(),
                 table: Vec::new(),
                 files: Vec::new(),
+                items: Vec::new(),
                 verification: String::new(),
                 notes: Vec::new(),
                 seal: String::new(),
@@ -876,16 +1049,40 @@ impl StoredBackup {
         }
     }
 
-    /// Re-read every file and compare with the manifest.
+    /// Re-read every file (and item) and compare with the manifest.
     pub fn verify(&self) -> crate::Result<VerifyReport> {
         for f in &self.manifest.files {
             self.verify_file(f)?;
         }
+        for i in &self.manifest.items {
+            self.verify_item(i)?;
+        }
         Ok(VerifyReport {
             backup: self.name.clone(),
-            files: self.manifest.files.len(),
+            files: self.manifest.files.len() + self.manifest.items.len(),
             bytes: self.manifest.total_bytes(),
         })
+    }
+
+    /// Re-read one item of an NV/EFS backup and compare its size and sha256 with the manifest.
+    pub fn verify_item(&self, item: &ItemEntry) -> crate::Result<()> {
+        // The same check as for a partition file: name, size, sha256.
+        let (p, bytes, sha256) = (self.path.join(&item.name), item.bytes, &item.sha256);
+        let damaged = |why: String| {
+            Error::new(
+                ErrorKind::VerifyMismatch,
+                format!("{} of backup {} is damaged", item.name, self.name),
+                why,
+                "Do not rely on this backup; use another one (see `qrescue backup list`) or make a new one",
+            )
+        };
+        match hash_file(&p) {
+            Ok((sha, n)) if n == bytes && sha == *sha256 => Ok(()),
+            Ok((sha, n)) => Err(damaged(format!(
+                "the manifest says {bytes} bytes with sha256 {sha256}, the file has {n} bytes with sha256 {sha}"
+            ))),
+            Err(e) => Err(damaged(format!("it cannot be read: {e}"))),
+        }
     }
 }
 
@@ -1012,7 +1209,9 @@ impl PendingBackup {
             hasher: Sha256::new(),
             written: 0,
             index,
-            entry: FileEntry {
+            name: name.clone(),
+            bytes,
+            target: Target::Partition(FileEntry {
                 name,
                 partition: spec.partition,
                 lun: spec.lun,
@@ -1023,7 +1222,48 @@ impl PendingBackup {
                 bytes,
                 sha256: String::new(),
                 device_unique: spec.device_unique,
-            },
+            }),
+        })
+    }
+
+    /// Start the next item of an NV/EFS backup ([`Store::begin_nv_efs`]): `bytes` long, from
+    /// `origin`; write its bytes to the returned writer, then [`FileWriter::finish`]. Its file
+    /// name is made by [`item_file_name`] (never from device text alone).
+    pub fn create_item(&mut self, origin: ItemOrigin, bytes: u64) -> crate::Result<FileWriter<'_>> {
+        if self.manifest.kind != BackupKind::NvEfs {
+            return Err(Error::failure(
+                "an NV/EFS item was to be added to a partition backup",
+                "items belong only in an NV/EFS backup",
+                "Report this (qrescue -vv)",
+            ));
+        }
+        origin.validate().map_err(|why| {
+            Error::failure(
+                "an NV/EFS item cannot be recorded",
+                why,
+                "Report this with the modem's model and firmware (qrescue -vv)",
+            )
+        })?;
+        let index = self.started_files;
+        self.started_files += 1;
+        let name = item_file_name(index, &origin);
+        debug_assert!(is_safe_name(&name));
+        let path = self.dir.join(&name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_error(format!("Cannot create {}", path.display()), e))?;
+        Ok(FileWriter {
+            pending: self,
+            file: Some(file),
+            path,
+            hasher: Sha256::new(),
+            written: 0,
+            index,
+            name,
+            bytes,
+            target: Target::Item(origin),
         })
     }
 
@@ -1031,7 +1271,7 @@ impl PendingBackup {
     /// (never replacing anything). `verification` says how the data was checked against the
     /// device. Returns the backup as loaded back from its final folder.
     pub fn commit(mut self, verification: &str) -> crate::Result<StoredBackup> {
-        if self.manifest.files.is_empty() {
+        if self.manifest.files.is_empty() && self.manifest.items.is_empty() {
             return Err(Error::failure(
                 "the backup holds no files, so it was not recorded",
                 "there was nothing to back up",
@@ -1039,9 +1279,25 @@ impl PendingBackup {
             ));
         }
         // 1. Read back what the disk holds.
-        for i in 0..self.manifest.files.len() {
+        let written: Vec<(String, String, u64)> = self
+            .manifest
+            .files
+            .iter()
+            .map(|f| (f.name.clone(), f.sha256.clone(), f.bytes))
+            .chain(
+                self.manifest
+                    .items
+                    .iter()
+                    .map(|i| (i.name.clone(), i.sha256.clone(), i.bytes)),
+            )
+            .collect();
+        for (i, (name, sha256, bytes)) in written.into_iter().enumerate() {
             self.check(Step::ReadBack { file: i })?;
-            let e = self.manifest.files[i].clone();
+            let e = ReadBackEntry {
+                name,
+                sha256,
+                bytes,
+            };
             let p = self.dir.join(&e.name);
             let (sha, n) = hash_file(&p)
                 .map_err(|err| io_error(format!("Cannot read back {}", p.display()), err))?;
@@ -1141,6 +1397,19 @@ impl Drop for PendingBackup {
     }
 }
 
+/// What a file was read back against.
+struct ReadBackEntry {
+    name: String,
+    sha256: String,
+    bytes: u64,
+}
+
+/// What a [`FileWriter`] records when it finishes.
+enum Target {
+    Partition(FileEntry),
+    Item(ItemOrigin),
+}
+
 /// Writes one file of a [`PendingBackup`], hashing on the way.
 pub struct FileWriter<'a> {
     pending: &'a mut PendingBackup,
@@ -1149,7 +1418,9 @@ pub struct FileWriter<'a> {
     hasher: Sha256,
     written: u64,
     index: usize,
-    entry: FileEntry,
+    name: String,
+    bytes: u64,
+    target: Target,
 }
 
 impl Write for FileWriter<'_> {
@@ -1157,14 +1428,11 @@ impl Write for FileWriter<'_> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let room = self.entry.bytes - self.written;
+        let room = self.bytes - self.written;
         if buf.len() as u64 > room {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "more data than the {} bytes of {}",
-                    self.entry.bytes, self.entry.name
-                ),
+                format!("more data than the {} bytes of {}", self.bytes, self.name),
             ));
         }
         self.pending.check_io(Step::Write {
@@ -1197,12 +1465,35 @@ impl FileWriter<'_> {
     }
 
     /// Check the length, `fsync`, and record the file in the manifest.
-    pub fn finish(mut self) -> crate::Result<FileEntry> {
-        if self.written != self.entry.bytes {
+    pub fn finish(self) -> crate::Result<FileEntry> {
+        match self.finish_any()? {
+            Finished::Partition(e) => Ok(e),
+            Finished::Item(i) => Err(Error::failure(
+                format!("{} is an NV/EFS item, not a partition file", i.name),
+                "finish_item records items",
+                "Report this (qrescue -vv)",
+            )),
+        }
+    }
+
+    /// [`FileWriter::finish`] for an item of an NV/EFS backup.
+    pub fn finish_item(self) -> crate::Result<ItemEntry> {
+        match self.finish_any()? {
+            Finished::Item(i) => Ok(i),
+            Finished::Partition(e) => Err(Error::failure(
+                format!("{} is a partition file, not an NV/EFS item", e.name),
+                "finish records partition files",
+                "Report this (qrescue -vv)",
+            )),
+        }
+    }
+
+    fn finish_any(mut self) -> crate::Result<Finished> {
+        if self.written != self.bytes {
             return Err(Error::failure(
                 format!(
                     "{} got {} of its {} bytes",
-                    self.entry.name, self.written, self.entry.bytes
+                    self.name, self.written, self.bytes
                 ),
                 "the read from the modem ended early",
                 "Run the backup again",
@@ -1212,11 +1503,31 @@ impl FileWriter<'_> {
         let f = self.file.take().expect("finish runs once");
         f.sync_all()
             .map_err(|e| io_error(format!("Cannot sync {}", self.path.display()), e))?;
-        let mut entry = self.entry.clone();
-        entry.sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
-        self.pending.manifest.files.push(entry.clone());
-        Ok(entry)
+        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        Ok(match &self.target {
+            Target::Partition(e) => {
+                let mut entry = e.clone();
+                entry.sha256 = sha256;
+                self.pending.manifest.files.push(entry.clone());
+                Finished::Partition(entry)
+            }
+            Target::Item(origin) => {
+                let item = ItemEntry {
+                    name: self.name.clone(),
+                    origin: origin.clone(),
+                    bytes: self.bytes,
+                    sha256,
+                };
+                self.pending.manifest.items.push(item.clone());
+                Finished::Item(item)
+            }
+        })
     }
+}
+
+enum Finished {
+    Partition(FileEntry),
+    Item(ItemEntry),
 }
 
 // ---------------------------------------------------------------------------------------------

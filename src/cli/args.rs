@@ -619,17 +619,32 @@ pub struct WatchArgs {
 #[command(
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    // Required to make a backup, not for `list`/`verify`; "-" stands for "not given".
-    mut_arg("port", |a| a.required(false).default_value("-").hide_default_value(true)),
-    after_help = "Exit codes: 0 the backup was made and verified, 1 failed (nothing is recorded), \
-        2 usage, 5 a verification mismatch (two reads of the modem differ, or `backup verify` \
-        found a damaged file), 6 the modem was lost."
+    // Not needed for `list`/`verify`, nor in normal mode; "-" stands for "not given".
+    mut_arg("port", |a| a
+        .required(false)
+        .default_value("-")
+        .hide_default_value(true)
+        .conflicts_with_all(["diag", "at", "dm", "sim", "sysfs_root"])),
+    after_help = "Without --port, qrescue finds the modem (on USB, or with --sim on a running \
+        `qrescue sim`; or use --at/--dm): in normal mode it makes an NV/EFS backup over DIAG \
+        (the IMEI and other per-unit NV items, the EFS files of the NV and calibration trees), \
+        kept for reference and manual recovery (`qrescue restore` does not write it back); in \
+        download mode it backs up partitions as with --port.\n\n\
+        Exit codes: 0 the backup was made and verified, 1 failed (nothing is recorded), \
+        2 usage, 3 no modem, 5 a verification mismatch (two reads of the modem differ, or \
+        `backup verify` found a damaged file), 6 the modem was lost."
 )]
 pub struct BackupArgs {
     #[command(subcommand)]
     pub command: Option<BackupCommand>,
     #[command(flatten)]
     pub fh: FirehoseArgs,
+    /// Back up NV items and EFS files over DIAG (the modem in normal mode) instead of
+    /// partitions; the default when the modem found is in normal mode.
+    #[arg(long, conflicts_with = "full")]
+    pub diag: bool,
+    #[command(flatten)]
+    pub find: FindArgs,
     /// Back up every partition and the partition table areas, not only the modem's own data.
     #[arg(long)]
     pub full: bool,

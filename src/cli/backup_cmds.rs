@@ -5,6 +5,11 @@
 //! programmer like `flash` does and saves the device-unique partitions (or, with `--full`,
 //! everything). A restore shows its plan first and writes only after a typed confirmation (or
 //! `--yes`), only to the same unit.
+//!
+//! Without `--port` (or with `--diag`) the modem is found as `qrescue info` finds it; in normal
+//! mode the backup is an NV/EFS backup over DIAG ([`crate::backup::diag`]) with the normal-mode
+//! identity (AT identity, DIAG revision, USB composition). Such a backup is listed and verified
+//! like any other; `restore` refuses it with plain words.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -12,16 +17,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::backup::diag::{take_diag_backup, DiagBackupOptions, DiagProgress, EFS_ROOTS};
 use crate::backup::run::{self, BackupOptions, RestorePlan};
-use crate::backup::store::{self, BackupKind, Store, StoredBackup};
+use crate::backup::store::{self, BackupKind, ItemOrigin, Store, StoredBackup};
 use crate::backup::Identity;
-use crate::cli::args::{BackupArgs, BackupCommand, BackupStoreArgs, BackupVerifyArgs, RestoreArgs};
+use crate::cli::args::{
+    BackupArgs, BackupCommand, BackupStoreArgs, BackupVerifyArgs, PortArgs, RestoreArgs,
+};
+use crate::cli::info_cmd::{self, Found, NormalPorts};
 use crate::cli::output::{self, Output};
 use crate::cli::port::PortSpec;
 use crate::cli::{firehose_cmds, port, recording, sahara_cmds, signals};
+use crate::device::classify::{Mode, PortRole};
+use crate::engine::diag::DiagSession;
 use crate::engine::events::{EngineEvent, StepKind};
 use crate::engine::firehose::{FirehoseSession, PowerMode, StorageKind};
+use crate::engine::identify::NormalInfoOptions;
 use crate::engine::sahara::SaharaConfig;
+use crate::transport::usb::UsbSelector;
 use crate::transport::{Pushback, Transport};
 use crate::{Error, ErrorKind};
 
@@ -158,10 +171,178 @@ fn print_identity(id: &Identity, out: &Output) {
 }
 
 fn make(a: &BackupArgs, out: &Output) -> crate::Result<()> {
-    if matches!(&a.fh.port.port, PortSpec::Path(p) if p.as_os_str() == "-") {
+    if info_cmd::port_given(&a.fh.port) {
+        return make_firehose(a, &a.fh.port, out);
+    }
+    let (found, at, dm) = if a.find.at.is_some() || a.find.dm.is_some() {
+        (None, a.find.at.clone(), a.find.dm.clone())
+    } else {
+        let found = info_cmd::find_modem(&a.find)?;
+        match &found.class.mode {
+            Mode::QuectelNormal { .. } => {
+                let (at, dm) = info_cmd::normal_ttys(&found);
+                (Some(found), at, dm)
+            }
+            m if m.speaks_sahara() && !a.diag => {
+                // Download mode: partitions, as with --port.
+                out.line(format!("Modem: {}", found.headline()));
+                let port = match found.tty(PortRole::Sahara) {
+                    Some(p) => PortSpec::Path(p),
+                    None => PortSpec::Usb(UsbSelector::Location(found.snap.location())),
+                };
+                let args = PortArgs {
+                    port,
+                    no_zlp: a.fh.port.no_zlp,
+                    usb_chunk: a.fh.port.usb_chunk,
+                };
+                return make_firehose(a, &args, out);
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::NoDevice,
+                    format!(
+                        "The modem is not in normal mode ({}), so there is no DIAG port to back up over",
+                        found.class.label
+                    ),
+                    "an NV/EFS backup is read over the DM port of a modem running its firmware",
+                    "Without --diag, a modem in download mode is backed up by partitions (qrescue backup); otherwise let it boot to normal mode first",
+                ))
+            }
+        }
+    };
+    make_diag(a, found.as_ref(), at, dm, out)
+}
+
+/// An NV/EFS backup over DIAG of a modem in normal mode.
+fn make_diag(
+    a: &BackupArgs,
+    found: Option<&Found>,
+    at: Option<std::path::PathBuf>,
+    dm: Option<std::path::PathBuf>,
+    out: &Output,
+) -> crate::Result<()> {
+    if dm.is_none() {
+        return Err(Error::new(
+            ErrorKind::NoDevice,
+            "The modem's DM (DIAG) port is not known, so no NV/EFS backup can be read",
+            "NV items and EFS files are read over the DM port (interface 0 on most Quectel modules)",
+            "Name it with --dm /dev/ttyUSB0 (qrescue list shows the ports by interface), or back up the partitions in download mode (qrescue backup --port …)",
+        ));
+    }
+    let store = store_at(a.out.as_deref())?;
+    match store.cleanup_incomplete() {
+        Ok(gone) if !gone.is_empty() => out.line(format!(
+            "Removed {} folder(s) left by interrupted backups in {}.",
+            gone.len(),
+            store.root().display()
+        )),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{}: {}", e.what, e.why),
+    }
+    let mut ports = NormalPorts::open(at.as_deref(), dm.as_deref())?;
+    let info = ports.identify(&NormalInfoOptions::default());
+    let identity = info.identity(found.map(Found::composition));
+    match found {
+        Some(f) => out.line(format!("Modem: {}", f.headline())),
+        None => out.line("Modem in normal mode:"),
+    }
+    print_identity(&identity, out);
+    for n in info.advice() {
+        out.line(format!("  note: {n}"));
+    }
+    let Some(dm_link) = ports.dm.as_mut() else {
+        return Err(Error::new(
+            ErrorKind::NoDevice,
+            "The modem's DM (DIAG) port could not be opened, so no NV/EFS backup can be read",
+            ports.problems.join("; "),
+            "Free the port (qrescue preflight shows who holds it) and run the backup again",
+        ));
+    };
+    out.line(format!(
+        "Backing up NV items and the EFS files of {} over DIAG into {}.",
+        EFS_ROOTS.join(" and "),
+        store.root().display()
+    ));
+    let mut diag = DiagSession::new(dm_link);
+    let mut show = |p: DiagProgress| {
+        out.json_line(&json!({ "event": "diag_backup_progress", "step": p }));
+        match p {
+            DiagProgress::NvItem { item, what } => out.line(format!("  NV {item:<5} {what}")),
+            DiagProgress::EfsFile { path, bytes } => {
+                out.line(format!("  EFS   {path} ({})", output::bytes(bytes)))
+            }
+            DiagProgress::Skipped { what } => out.line(format!("  skipped: {what}")),
+            DiagProgress::Writing { files, bytes } => out.line(format!(
+                "Writing {files} file(s), {}, and reading each back.",
+                output::bytes(bytes)
+            )),
+            DiagProgress::Listing { .. } => {}
+        }
+    };
+    let b = take_diag_backup(
+        &mut diag,
+        &identity,
+        &store,
+        &DiagBackupOptions::default(),
+        &mut show,
+        signals::flag(),
+    )?;
+    out.json_line(&json!({
+        "event": "backup", "name": b.name, "path": b.path, "manifest": b.manifest,
+    }));
+    let m = &b.manifest;
+    out.line(format!(
+        "Backup {} saved: {} file(s), {}, {}.",
+        b.name,
+        m.items.len(),
+        output::bytes(m.total_bytes()),
+        b.path.display()
+    ));
+    out.line(format!("  holds: {}", holds(m)));
+    out.line("  verified: every NV item and EFS file read twice with the same bytes, every file read back from disk.");
+    out.line("  This backup is for reference and manual recovery: `qrescue restore` does not write NV items or EFS files back. For a copy qrescue can restore, back up the EFS partitions in download mode (qrescue backup --port …).");
+    Ok(())
+}
+
+/// What a backup holds, in a few words: its partitions, or its NV items and EFS file count.
+fn holds(m: &crate::backup::Manifest) -> String {
+    if m.kind == BackupKind::NvEfs {
+        let nv: Vec<String> = m
+            .items
+            .iter()
+            .filter_map(|i| match &i.origin {
+                ItemOrigin::NvItem { item, .. } => Some(item.to_string()),
+                ItemOrigin::EfsFile { .. } => None,
+            })
+            .collect();
+        let efs = m
+            .items
+            .iter()
+            .filter(|i| matches!(i.origin, ItemOrigin::EfsFile { .. }))
+            .count();
+        format!(
+            "NV items {}; {efs} EFS file(s)",
+            if nv.is_empty() {
+                "none".to_string()
+            } else {
+                nv.join(", ")
+            }
+        )
+    } else {
+        m.files
+            .iter()
+            .filter_map(|f| f.partition.as_deref())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A partition backup over Firehose through `port`.
+fn make_firehose(a: &BackupArgs, port: &PortArgs, out: &Output) -> crate::Result<()> {
+    if a.diag {
         return Err(Error::usage(
-            "Say which modem to back up with --port",
-            "e.g. qrescue backup --port /dev/ttyUSB0 --programmer prog_nand_firehose_9x07.mbn (see also `qrescue backup list`)",
+            "--diag reads NV items over a modem's DM port in normal mode; --port names a download-mode port",
+            "Drop --port (qrescue finds the modem) or give --dm TTY",
         ));
     }
     let store = store_at(a.out.as_deref())?;
@@ -184,7 +365,7 @@ fn make(a: &BackupArgs, out: &Output) -> crate::Result<()> {
         // A missing or wrong file is a usage error before the port is opened.
         sahara_cmds::read_programmer(p)?;
     }
-    let (t, identity) = open_identified(&a.fh.port)?;
+    let (t, identity) = open_identified(port)?;
     let identity = identity.ok_or_else(|| run::unknown_identity("make a backup"))?;
     out.line("Modem:");
     print_identity(&identity, out);
@@ -240,6 +421,7 @@ fn list(a: &BackupStoreArgs, out: &Output) -> crate::Result<()> {
             "created": b.manifest.created_utc, "kind": b.manifest.kind,
             "storage": b.manifest.storage, "bytes": b.manifest.total_bytes(),
             "partitions": b.manifest.files.iter().filter_map(|f| f.partition.clone()).collect::<Vec<_>>(),
+            "items": b.manifest.items.iter().map(|i| i.origin.describe()).collect::<Vec<_>>(),
             "identity": b.manifest.identity,
         })).collect::<Vec<_>>(),
         "damaged": l.damaged,
@@ -257,15 +439,10 @@ fn list(a: &BackupStoreArgs, out: &Output) -> crate::Result<()> {
             m.unit(),
             m.created_utc,
             m.kind.as_str(),
-            m.files.len(),
+            m.files.len() + m.items.len(),
             output::bytes(m.total_bytes())
         ));
-        let parts: Vec<&str> = m
-            .files
-            .iter()
-            .filter_map(|f| f.partition.as_deref())
-            .collect();
-        out.line(format!("      {}", parts.join(", ")));
+        out.line(format!("      {}", holds(m)));
     }
     for d in &l.damaged {
         out.line(format!("  NOT A BACKUP: {} ({})", d.name, d.why));

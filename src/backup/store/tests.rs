@@ -520,7 +520,7 @@ fn example_manifest() -> Manifest {
         created_unix: 1_700_000_000,
         created_utc: "2023-11-14T22:13:20Z".into(),
         kind: BackupKind::DeviceUnique,
-        storage: StorageKind::Nand,
+        storage: Some(StorageKind::Nand),
         identity: unit(UNIT),
         table: vec![Partition {
             lun: 0,
@@ -540,6 +540,7 @@ fn example_manifest() -> Manifest {
             sha256: "0".repeat(64),
             device_unique: true,
         }],
+        items: Vec::new(),
         verification: "read twice".into(),
         notes: vec!["n".into()],
         seal: String::new(),
@@ -661,4 +662,87 @@ fn the_guard_passes_with_the_store_ledger() {
     );
     assert!(after.allowed, "{:?}", after.blocked);
     assert_eq!(after.covered[0].backup.label(), "EFS2");
+}
+
+#[test]
+fn nv_efs_manifests_hold_items_only_and_partition_manifests_partitions_only() {
+    let good = example_manifest();
+    assert!(Manifest::parse(&good.to_sealed_json()).is_ok());
+    // A partition backup without its storage, or with items, is refused.
+    let mut m = good.clone();
+    m.storage = None;
+    assert!(Manifest::parse(&m.to_sealed_json()).is_err());
+    let item = ItemEntry {
+        name: "nv_00550.bin".into(),
+        origin: ItemOrigin::NvItem {
+            item: 550,
+            what: "IMEI".into(),
+        },
+        bytes: 128,
+        sha256: "0".repeat(64),
+    };
+    let mut m = good.clone();
+    m.items.push(item.clone());
+    assert!(Manifest::parse(&m.to_sealed_json()).is_err());
+    // An NV/EFS backup: items, no partitions, no storage, filed by IMEI.
+    let nv = Manifest {
+        kind: BackupKind::NvEfs,
+        storage: None,
+        identity: Identity {
+            imei: Some("490154203237518".into()),
+            ..Identity::default()
+        },
+        table: Vec::new(),
+        files: Vec::new(),
+        items: vec![
+            item.clone(),
+            ItemEntry {
+                name: "efs_001_nvm_num_550.bin".into(),
+                origin: ItemOrigin::EfsFile {
+                    path: "/nvm/num/550".into(),
+                },
+                bytes: 9,
+                sha256: "1".repeat(64),
+            },
+        ],
+        ..good.clone()
+    };
+    let parsed = Manifest::parse(&nv.to_sealed_json()).unwrap();
+    assert_eq!(parsed.unit(), "imei-490154203237518");
+    assert_eq!(parsed.total_bytes(), 137);
+    for bad in [
+        // Partitions in an NV/EFS backup.
+        Manifest {
+            files: good.files.clone(),
+            ..nv.clone()
+        },
+        // No IMEI and no serial.
+        Manifest {
+            identity: Identity::default(),
+            ..nv.clone()
+        },
+        // A name that is not plain, a path that is not absolute, the same name twice.
+        Manifest {
+            items: vec![ItemEntry {
+                name: "../x.bin".into(),
+                ..item.clone()
+            }],
+            ..nv.clone()
+        },
+        Manifest {
+            items: vec![ItemEntry {
+                origin: ItemOrigin::EfsFile {
+                    path: "nvm/x".into(),
+                },
+                ..item.clone()
+            }],
+            ..nv.clone()
+        },
+        Manifest {
+            items: vec![item.clone(), item.clone()],
+            ..nv.clone()
+        },
+    ] {
+        assert!(Manifest::parse(&bad.to_sealed_json()).is_err(), "{bad:?}");
+    }
 }
