@@ -280,3 +280,62 @@ fn the_executor_identifies_checks_and_flashes_an_emulated_modem_and_records_the_
     assert!(!model.dirty);
     assert_eq!(model.devices().len(), 1);
 }
+
+#[test]
+fn the_executor_asks_a_running_modem_over_at_and_switches_it_over_diag() {
+    use qrescue::sim::world::{DemoWorld, Scenario, Timing, WorldOptions};
+    let world = DemoWorld::start(
+        Scenario::Update,
+        WorldOptions {
+            throttle: None,
+            timing: Timing::real().scaled(0.1),
+            package_bytes: 1 << 20,
+            ..WorldOptions::default()
+        },
+    )
+    .unwrap();
+    let mut src = world.source();
+    let normal = loop {
+        let e = src.next_event(ANSWER).unwrap().expect("the unit appears");
+        if let DeviceChange::Appear { device } = e.change {
+            break device;
+        }
+    };
+    let (tx, rx) = mpsc::channel();
+    let ex = Executor::new(tx, Clock::start(), ExecOptions::default());
+    ex.execute(Effect::IdentifyNormal {
+        device: DeviceId(1),
+        snapshot: normal.clone(),
+    });
+    match next(&rx) {
+        Msg::NormalIdentified {
+            device,
+            result: Ok(id),
+            ..
+        } => {
+            assert_eq!(device, DeviceId(1));
+            assert_eq!(id.cfun.map(|c| c.level), Some(1), "{id:?}");
+            assert_eq!(
+                id.revision.map(|r| r.text).as_deref(),
+                Some(world.modem_revision())
+            );
+            assert!(id.imei.is_some_and(|i| i.luhn_ok));
+        }
+        other => panic!("{other:?}"),
+    }
+    ex.execute(Effect::SwitchToEdl {
+        device: DeviceId(1),
+        snapshot: normal,
+    });
+    assert!(
+        matches!(next(&rx), Msg::Switched { result: Ok(()), .. }),
+        "the switch was sent"
+    );
+    let edl = loop {
+        let e = src.next_event(ANSWER).unwrap().expect("9008 appears");
+        if let DeviceChange::Appear { device } = e.change {
+            break device;
+        }
+    };
+    assert_eq!(edl.id(), "05c6:9008");
+}

@@ -15,21 +15,24 @@ use ratatui::style::{Color, Modifier};
 use ratatui::Terminal;
 
 use qrescue::device::{DeviceChange, DeviceEvent, DeviceSnapshot};
+use qrescue::engine::at::NormalIdentity;
 use qrescue::engine::events::StepKind;
 use qrescue::engine::plan::{PlanSummary, StepSummary};
 use qrescue::engine::prepare::{
     CompatReport, GuardReport, Reason, Stage as CheckStage, UniqueTouch, Verdict,
 };
 use qrescue::package::compat::{Allow, Rule};
+use qrescue::protocol::at::info::{Cfun, FirmwareRevision, Imei};
 use qrescue::protocol::firehose::commands::StorageKind;
 use qrescue::sim::profile::Profile;
 use qrescue::sim::usb_ids::{boot_rom_snapshot, normal_mode_snapshot};
 use qrescue::tui::model::{
-    Config, DemoInfo, FlashView, Model, Outcome, Overlay, PartRow, RowState, Stage,
+    AtIdentity, Config, DemoInfo, FlashView, Model, Outcome, Overlay, PartRow, RowState, Stage,
 };
 use qrescue::tui::msg::{JobId, Msg, PlanReview, Problem};
 use qrescue::tui::update::update;
 use qrescue::tui::view::{pin_screen_showing, render, view};
+use qrescue::workflow::verdict as wv;
 
 // ---------------------------------------------------------------- fixtures
 
@@ -384,6 +387,95 @@ fn not_verified() -> Model {
     m
 }
 
+const IMEI: &str = "867962041234561";
+
+/// What an RM502Q says over AT.
+fn at_identity(imei: Option<&str>, cfun: u8, revision: &str) -> NormalIdentity {
+    NormalIdentity {
+        manufacturer: Some("Quectel".into()),
+        model: Some("RM502Q-AE".into()),
+        revision: Some(FirmwareRevision {
+            text: revision.into(),
+        }),
+        imei: imei.map(|d| Imei {
+            digits: d.into(),
+            luhn_ok: true,
+        }),
+        cfun: Some(Cfun::new(cfun)),
+        ..NormalIdentity::default()
+    }
+}
+
+/// The verdict after a flash, from what the modem said before and after.
+fn judged(after: NormalIdentity) -> Model {
+    let mut m = not_verified();
+    let before = at_identity(Some(IMEI), 1, "RM502QAEAAR13A01M4G_01.001.01.001");
+    let expect = wv::Expectation {
+        imei: Some(IMEI.into()),
+        revision: Some("RM502QAEAAR13A02M4G".into()),
+        calibrated_before: Some(true),
+        backup: Some("5A17C0DE-20250102T101500Z".into()),
+    };
+    let v = wv::judge(&expect, &wv::Return::Normal(Box::new(after.clone())));
+    m.flow.before = Some(before);
+    // The identity the verdict judged is the modem's latest.
+    let id = m.flow.device.expect("the flashed modem");
+    m.at_identities.insert(
+        id,
+        AtIdentity {
+            id: after,
+            t_ms: 120_000,
+        },
+    );
+    m.flow.stage = Stage::Finished(match &v {
+        wv::Verdict::Verified { checks } => Outcome::Verified {
+            detail: checks.join("; "),
+        },
+        wv::Verdict::NotVerified { failures, next } => Outcome::NotVerified {
+            what_failed: failures
+                .iter()
+                .map(|f| f.what())
+                .collect::<Vec<_>>()
+                .join("; "),
+            next: next.join(" "),
+        },
+    });
+    m.flow.verdict = Some(v);
+    m
+}
+
+/// An RM502Q running in normal mode with its ports, identified over AT, package checked.
+fn normal_ready() -> Model {
+    let mut m = Model::new(Config {
+        demo: Some(DemoInfo {
+            scenario: "update".into(),
+            about: "A working RM502Q and a newer package.".into(),
+        }),
+        ..demo_config()
+    });
+    let p = Profile::by_name("rm502q").unwrap();
+    let mut snap = normal_mode_snapshot(&p, 4).unwrap();
+    for i in snap.interfaces.iter_mut().filter(|i| i.number < 4) {
+        i.tty = Some(format!("/dev/ttyUSB{}", i.number));
+    }
+    appear(&mut m, 1_000, &snap);
+    tick(&mut m, 4_000);
+    let id = m.selected.expect("selected");
+    let before = at_identity(Some(IMEI), 1, "RM502QAEAAR13A01M4G_01.001.01.001");
+    m.at_identities.insert(
+        id,
+        AtIdentity {
+            id: before.clone(),
+            t_ms: 2_000,
+        },
+    );
+    m.flow.device = Some(id);
+    m.flow.before = Some(before);
+    m.flow.review = Some(review(true));
+    m.flow.stage = Stage::Ready;
+    m
+}
+
 /// The package was refused (wrong variant) with an override offered.
 fn refused() -> Model {
     let mut m = bootloop();
@@ -460,10 +552,20 @@ fn fixtures() -> Vec<(&'static str, Model)> {
         ("verifying", verifying()),
         (
             "verified",
-            finished(Outcome::Verified {
-                detail: "#2 came back in normal mode as RM502QAEAAR13A02M4G, serial 5A17C0DE"
-                    .into(),
-            }),
+            judged(at_identity(
+                Some(IMEI),
+                1,
+                "RM502QAEAAR13A02M4G_01.001.01.001",
+            )),
+        ),
+        (
+            "calibration_lost",
+            judged(at_identity(None, 5, "RM502QAEAAR13A02M4G_01.001.01.001")),
+        ),
+        ("normal_ready", normal_ready()),
+        (
+            "confirm_switch",
+            with_overlay(normal_ready(), Overlay::ConfirmSwitch),
         ),
         (
             "cancelled",
@@ -835,18 +937,56 @@ fn verifying_waits_for_normal_mode() {
 fn verified_and_cancelled_outcomes_are_unambiguous() {
     let (small, big) = snap("verified", &fixture("verified"));
     for s in [&small, &big] {
-        has_all(
-            s,
-            &[
-                "✓6 Verify",
-                "VERIFIED",
-                "came back in normal mode as RM502QAEAAR13A02M4G",
-            ],
-        );
+        has_all(s, &["✓6 Verify", "VERIFIED", "✓ back in normal mode"]);
     }
+    has_all(
+        &big,
+        &[
+            "✓ same IMEI 867962041234561",
+            "✓ +CFUN: 1 (calibrated, full function)",
+            "✓ runs RM502QAEAAR13A02M4G_01.001.01.001",
+        ],
+    );
     let (s, _) = screen(&fixture("cancelled"), 80, 24);
     has_all(&s, &["CANCELLED", "the modem is still in EDL"]);
     assert!(!s.contains("VERIFIED"));
+}
+
+#[test]
+fn a_lost_calibration_is_not_verified_and_says_restore_the_backup() {
+    let (small, big) = snap("calibration_lost", &fixture("calibration_lost"));
+    for s in [&small, &big] {
+        has_all(
+            s,
+            &["FLASHED, NOT VERIFIED", "✗ the modem did not give its IMEI"],
+        );
+        assert!(!s.contains("✓6 Verify"), "{s}");
+        assert!(!s.to_lowercase().contains("success"));
+    }
+    has_all(
+        &big,
+        &[
+            "✗ +CFUN: 5 — the RF calibration is gone",
+            "next: restore the backup with `qrescue restore 5A17C0DE-20250102T101500Z`",
+        ],
+    );
+}
+
+#[test]
+fn a_running_modem_shows_what_it_said_over_at_and_the_switch_is_explained() {
+    let (small, big) = snap("normal_ready", &fixture("normal_ready"));
+    for s in [&small, &big] {
+        has_all(s, &["f", "over DIAG"]);
+    }
+    has_all(
+        &big,
+        &["over AT    RM502QAEAAR13A01M4G_01.001.01.001 · IMEI 867962041234561 · +CFUN: 1"],
+    );
+    let (small, big) = snap("confirm_switch", &fixture("confirm_switch"));
+    for s in [&small, &big] {
+        has_all(s, &["Switch to download mode?", "4B 65 01 00", "05c6:9008"]);
+    }
+    has_all(&big, &["to bridge the pins instead"]);
 }
 
 #[test]

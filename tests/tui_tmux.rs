@@ -173,3 +173,47 @@ fn the_demo_console_unbricks_a_boot_looping_modem_by_keys() {
         "the alternate screen was left:\n{s}"
     );
 }
+
+#[test]
+fn the_demo_console_updates_a_running_modem_over_at_and_diag_and_verifies_it() {
+    if skip_without_tmux() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_qrescue");
+    let t = Tmux::start(
+        "qrescue-update",
+        &format!("{bin} demo --fast --scenario update"),
+        data.path(),
+    );
+    t.wait_for("the modem in normal mode", Duration::from_secs(30), |s| {
+        s.contains("2c7c:0800") && s.contains("normal")
+    });
+    // Identified over AT, then checked against the revision it reported.
+    t.keys(&["Enter"]);
+    let s = t.wait_for("the plan to be ready", Duration::from_secs(60), |s| {
+        s.to_lowercase().contains("press f")
+    });
+    assert!(s.contains("+CFUN: 1"), "{s}");
+    t.keys(&["f"]);
+    t.wait_for("the plan confirmation", Duration::from_secs(10), |s| {
+        s.to_lowercase().contains("press y")
+    });
+    t.keys(&["y"]);
+    // The software switch is explained and confirmed on its own.
+    t.wait_for("the switch confirmation", Duration::from_secs(10), |s| {
+        s.contains("Switch to download mode?")
+    });
+    t.keys(&["y"]);
+    let s = t.wait_for("the verdict", Duration::from_secs(120), |s| {
+        let l = s.to_lowercase();
+        l.contains("verified") || l.contains("failed")
+    });
+    let l = s.to_lowercase();
+    assert!(l.contains("verified") && !l.contains("not verified"), "{s}");
+    assert!(s.contains("same IMEI"), "{s}");
+    t.keys(&["q"]);
+    t.wait_for("the console to exit", Duration::from_secs(15), |_| {
+        t.pane_dead()
+    });
+}

@@ -3,6 +3,10 @@
 //!
 //! - `Identify`: open the device ([`open_device`]), read its boot ROM identity over Sahara
 //!   (bounded by [`IDENTIFY_DEADLINE`]), answer `Msg::Identified`.
+//! - `IdentifyNormal`: open the AT port of a normal-mode modem ([`open_role`]) and read its
+//!   identity ([`AtSession::identify`], every command bounded), answer `Msg::NormalIdentified`.
+//! - `SwitchToEdl`: open its DM port and send the DIAG switch to EDL
+//!   ([`DiagSession::switch_to_edl`]), answer `Msg::Switched`.
 //! - `CheckPackage`: [`prepare`] the package (with the backup ledger given), keep the
 //!   [`Prepared`] under a token, answer `Msg::Checked` with a [`PlanReview`] naming the token.
 //! - `StartFlash`: the prepared plan and its programmer through [`flash::run`] over
@@ -25,6 +29,8 @@ use std::time::{Duration, Instant};
 use crate::device::classify::{classify, PortRole};
 use crate::device::identity::DeviceId;
 use crate::device::DeviceSnapshot;
+use crate::engine::at::AtSession;
+use crate::engine::diag::DiagSession;
 use crate::engine::firehose::PowerMode;
 use crate::engine::flash::{self, FlashJob};
 use crate::engine::guards::{BackupLedger, MemoryLedger};
@@ -33,6 +39,7 @@ use crate::engine::prepare::{prepare, PrepareRequest, Prepared, ProgrammerUse};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
 use crate::transport::open::{open_device, OpenOptions};
 use crate::transport::serial::SerialTransport;
+use crate::transport::Transport;
 use crate::{Error, ErrorKind};
 
 use super::msg::{BenchAction, Effect, JobId, Msg, PlanReview, Problem};
@@ -224,6 +231,34 @@ impl Executor {
                 });
                 Control::Handled
             }
+            Effect::IdentifyNormal { device, snapshot } => {
+                self.spawn(
+                    "identify-at",
+                    move |s| identify_normal(s, device, &snapshot),
+                    move |s, p| {
+                        s.send(Msg::NormalIdentified {
+                            device,
+                            result: Err(p),
+                            t_ms: s.clock.now_ms(),
+                        })
+                    },
+                );
+                Control::Handled
+            }
+            Effect::SwitchToEdl { device, snapshot } => {
+                self.spawn(
+                    "switch-to-edl",
+                    move |s| switch_to_edl(s, device, &snapshot),
+                    move |s, p| {
+                        s.send(Msg::Switched {
+                            device,
+                            result: Err(p),
+                            t_ms: s.clock.now_ms(),
+                        })
+                    },
+                );
+                Control::Handled
+            }
             Effect::CheckPackage {
                 device,
                 package,
@@ -362,6 +397,52 @@ pub fn open_role(snapshot: &DeviceSnapshot, role: PortRole) -> crate::Result<Ser
         )
     })?;
     crate::transport::open::open_tty(std::path::Path::new(tty))
+}
+
+/// Ask a normal-mode modem who it is over its AT port (every command bounded).
+fn identify_normal(s: &Shared, device: DeviceId, snapshot: &DeviceSnapshot) {
+    let result = open_role(snapshot, PortRole::At).map(|t| {
+        let port = t.describe();
+        let id = AtSession::new(t).identify();
+        tracing::info!(
+            "{device} over AT ({port}): revision {}, IMEI {}, +CFUN: {}",
+            id.revision.as_ref().map_or("?", |r| r.text.as_str()),
+            id.imei.as_ref().map_or("none", |i| i.digits.as_str()),
+            id.cfun.map_or("?".to_string(), |c| c.level.to_string())
+        );
+        for p in &id.problems {
+            tracing::warn!("{device}: {} failed: {}", p.command, p.error);
+        }
+        id
+    });
+    if let Err(e) = &result {
+        tracing::warn!("identity of {device} over AT failed: {e}");
+    }
+    s.send(Msg::NormalIdentified {
+        device,
+        result: result.map_err(|e| Problem::from(&e)),
+        t_ms: s.clock.now_ms(),
+    });
+}
+
+/// Send the DIAG switch to EDL on the modem's DM port.
+fn switch_to_edl(s: &Shared, device: DeviceId, snapshot: &DeviceSnapshot) {
+    let result = open_role(snapshot, PortRole::Dm).and_then(|t| {
+        let port = t.describe();
+        let how = DiagSession::new(t).switch_to_edl()?;
+        tracing::info!(
+            "{device}: DIAG switch to EDL sent on {port} ({how:?}); it re-enumerates as 05c6:9008"
+        );
+        Ok(())
+    });
+    if let Err(e) = &result {
+        tracing::warn!("DIAG switch of {device} failed: {e}");
+    }
+    s.send(Msg::Switched {
+        device,
+        result: result.map_err(|e| Problem::from(&e)),
+        t_ms: s.clock.now_ms(),
+    });
 }
 
 /// Read the boot ROM's identity.

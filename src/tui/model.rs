@@ -10,8 +10,10 @@ use crate::device::classify::Classification;
 use crate::device::identity::DeviceId;
 use crate::device::monitor::{DeviceView, Monitor};
 use crate::device::DeviceSnapshot;
+use crate::engine::at::NormalIdentity;
 use crate::engine::events::StepKind;
 use crate::protocol::sahara::info::DeviceInfo;
+use crate::workflow::verdict::Verdict;
 
 use super::msg::{JobId, PlanReview, Problem};
 
@@ -78,6 +80,13 @@ pub const HISTORY_LIMIT: usize = 256;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     pub info: DeviceInfo,
+    pub t_ms: u64,
+}
+
+/// A normal-mode modem's identity read over AT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AtIdentity {
+    pub id: NormalIdentity,
     pub t_ms: u64,
 }
 
@@ -199,6 +208,18 @@ pub struct Flow {
     pub pins_requested: bool,
     /// The person asked to stop the running flash (its end is reported as cancelled).
     pub cancel_requested: bool,
+    /// An identity over AT is in flight (before the check, or after the flash to verify).
+    pub at_pending: bool,
+    /// The package check waits for the revision the AT identity reads.
+    pub check_deferred: bool,
+    /// Who the modem was before the flash (over AT), for the verdict afterwards.
+    pub before: Option<NormalIdentity>,
+    /// The DIAG switch to EDL was asked for: waiting for 9008.
+    pub switching: bool,
+    /// The last mode the modem was seen in after the flash (for "not back").
+    pub last_mode: Option<String>,
+    /// The verdict after the flash, with each check or failure.
+    pub verdict: Option<Verdict>,
 }
 
 impl Default for Flow {
@@ -213,6 +234,12 @@ impl Default for Flow {
             identify_pending: false,
             pins_requested: false,
             cancel_requested: false,
+            at_pending: false,
+            check_deferred: false,
+            before: None,
+            switching: false,
+            last_mode: None,
+            verdict: None,
         }
     }
 }
@@ -232,6 +259,9 @@ pub enum Overlay {
     ConfirmQuit,
     /// Stop (`c`) asked while the flash runs: the same explanation, but the console stays.
     ConfirmCancel,
+    /// The plan is confirmed and the modem runs in normal mode: switch it to EDL over DIAG
+    /// (`y`), or bridge the pins instead (`p`)?
+    ConfirmSwitch,
 }
 
 /// Which pane has the keyboard (for scrolling the log).
@@ -255,6 +285,8 @@ pub struct Model {
     /// Appear/vanish history per device (at most [`HISTORY_LIMIT`]).
     pub history: BTreeMap<DeviceId, Vec<Blip>>,
     pub identities: BTreeMap<DeviceId, Identity>,
+    /// Identities of normal-mode modems read over AT.
+    pub at_identities: BTreeMap<DeviceId, AtIdentity>,
     pub selected: Option<DeviceId>,
     pub flow: Flow,
     /// The current (or last) flash.
@@ -286,6 +318,7 @@ impl Model {
             monitor: Monitor::default(),
             history: BTreeMap::new(),
             identities: BTreeMap::new(),
+            at_identities: BTreeMap::new(),
             selected: None,
             flow: Flow::default(),
             flash: None,
@@ -463,6 +496,13 @@ impl Model {
             Overlay::ConfirmCancel => {
                 return vec![hint("y", "stop the flash"), hint("Esc/n", "keep going")]
             }
+            Overlay::ConfirmSwitch => {
+                return vec![
+                    hint("y", "switch to EDL over DIAG"),
+                    hint("p", "bridge the pins instead"),
+                    hint("Esc/n", "back"),
+                ]
+            }
             Overlay::None => {}
         }
         let mut keys = Vec::new();
@@ -586,6 +626,12 @@ impl Model {
                          it; if it comes back as 9008, press Enter.",
                         "In crash-dump mode (900e) the modem offers its RAM, not a download.",
                     ),
+                    crate::device::classify::Mode::QuectelNormal { .. } => (
+                        "Press Enter: qrescue asks it over AT who it is, checks the package \
+                         against its revision, and offers to switch it to EDL over DIAG.",
+                        "Firmware is written through the boot ROM's emergency download mode; \
+                         what the modem says now (IMEI, +CFUN) is what the flash must keep.",
+                    ),
                     _ => (
                         "Press Enter to check the package; to flash, the modem must be in EDL \
                          (9008): the pin screen (p) helps after the check.",
@@ -595,9 +641,15 @@ impl Model {
                 (title, next.into(), why.into())
             }
             Stage::Checking => {
-                let mut next = "Wait: the package's integrity, plan, compatibility and guards are \
-                                being checked."
-                    .to_string();
+                let mut next = if flow.at_pending {
+                    "Wait: asking the modem over AT who it is; then the package is checked \
+                     against its revision."
+                        .to_string()
+                } else {
+                    "Wait: the package's integrity, plan, compatibility and guards are being \
+                     checked."
+                        .to_string()
+                };
                 if flow.identify_pending {
                     next.push_str(" The modem is identified the next time it appears in EDL.");
                 }
@@ -660,6 +712,12 @@ impl Model {
                         .into(),
                 )
             }
+            Stage::Verifying { .. } if flow.at_pending => (
+                "Verifying: asking it over AT".into(),
+                "It is back in normal mode; its IMEI, +CFUN and revision are being read.".into(),
+                "A flash counts only when the same unit comes back calibrated on the new firmware."
+                    .into(),
+            ),
             Stage::Verifying { since_ms } => {
                 let waited = self.now_ms.saturating_sub(*since_ms);
                 (
@@ -675,8 +733,8 @@ impl Model {
             Stage::Finished(outcome) => match outcome {
                 Outcome::Verified { detail } => (
                     "Flashed and verified".into(),
-                    format!("Done: it {detail}."),
-                    "The modem booted the new firmware.".into(),
+                    format!("Done: {detail}."),
+                    "The same unit came back calibrated on the new firmware.".into(),
                 ),
                 Outcome::NotVerified { what_failed, next } => (
                     "Flashed, NOT verified".into(),
@@ -703,6 +761,16 @@ impl Model {
         since_ms: u64,
         pins: bool,
     ) -> (String, String, String) {
+        if self.flow.switching {
+            return (
+                "Switching to EDL over DIAG: waiting for 9008".into(),
+                "The modem resets into its boot ROM; the upload starts the moment 9008 appears."
+                    .into(),
+                "DIAG 4B 65 01 00 makes a running Quectel modem re-enumerate as 05c6:9008 about \
+                 2 s later."
+                    .into(),
+            );
+        }
         if pins {
             return (
                 "Bridge the pins: WAITING for 9008".into(),

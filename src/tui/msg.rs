@@ -13,6 +13,7 @@ use crossterm::event::KeyEvent;
 
 use crate::device::identity::DeviceId;
 use crate::device::{DeviceEvent, DeviceSnapshot};
+use crate::engine::at::NormalIdentity;
 use crate::engine::events::EngineEvent;
 use crate::engine::plan::PlanSummary;
 use crate::engine::prepare::{CompatReport, GuardReport, Verdict};
@@ -77,6 +78,19 @@ pub enum Msg {
         result: Result<DeviceInfo, Problem>,
         t_ms: u64,
     },
+    /// A normal-mode modem's identity over its AT port, answering [`Effect::IdentifyNormal`].
+    NormalIdentified {
+        device: DeviceId,
+        result: Result<NormalIdentity, Problem>,
+        t_ms: u64,
+    },
+    /// The DIAG switch to EDL was sent (the modem echoed it or dropped its port at once), or
+    /// could not be; answering [`Effect::SwitchToEdl`]. The modem then re-enumerates as 9008.
+    Switched {
+        device: DeviceId,
+        result: Result<(), Problem>,
+        t_ms: u64,
+    },
     /// A package checked, answering [`Effect::CheckPackage`].
     Checked {
         result: Result<Box<PlanReview>, Problem>,
@@ -111,6 +125,19 @@ pub enum Effect {
     Bell,
     /// Read the boot ROM's identity over Sahara (non-destructive), answer `Msg::Identified`.
     Identify {
+        device: DeviceId,
+        snapshot: DeviceSnapshot,
+    },
+    /// Ask a modem in normal mode who it is over its AT port (`ATI`, `AT+QGMR`, `AT+CGSN`,
+    /// `AT+QCCID`, `AT+CFUN?`, …; read-only), answer `Msg::NormalIdentified`.
+    IdentifyNormal {
+        device: DeviceId,
+        snapshot: DeviceSnapshot,
+    },
+    /// Send the Quectel DIAG command `4B 65 01 00` on the modem's DM port: it resets into its
+    /// boot ROM and re-enumerates as 05c6:9008 about 2 s later. Answer `Msg::Switched`. The
+    /// model only asks for it after the person confirmed.
+    SwitchToEdl {
         device: DeviceId,
         snapshot: DeviceSnapshot,
     },

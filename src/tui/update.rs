@@ -3,7 +3,9 @@
 //!
 //! The guided unbrick flow for one chosen modem (see [`Stage`]):
 //! Idle → (Enter) Checking → Ready | Refused → (confirm) Flashing | Armed → Flashing →
-//! Verifying → Finished. The submodules: `keys` (key presses and overlays), `flow` (choosing,
+//! Verifying → Finished. A modem in normal mode is identified over AT first (its revision goes
+//! into the package check), switched to EDL over DIAG once the person confirms (or by the pins),
+//! and asked over AT again when it comes back: `workflow::verdict::judge` decides. The submodules: `keys` (key presses and overlays), `flow` (choosing,
 //! checking, confirming, the automatic catch, verification), `flash` (engine events and the
 //! end of a job).
 
@@ -53,6 +55,24 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Effect> {
         } => {
             model.now_ms = model.now_ms.max(t_ms);
             flow::on_identified(model, device, result.map(|info| Identity { info, t_ms }));
+            model.dirty = true;
+        }
+        Msg::NormalIdentified {
+            device,
+            result,
+            t_ms,
+        } => {
+            model.now_ms = model.now_ms.max(t_ms);
+            flow::on_normal_identified(model, device, result, &mut fx);
+            model.dirty = true;
+        }
+        Msg::Switched {
+            device,
+            result,
+            t_ms,
+        } => {
+            model.now_ms = model.now_ms.max(t_ms);
+            flow::on_switched(model, device, result);
             model.dirty = true;
         }
         Msg::Checked { result, t_ms } => {

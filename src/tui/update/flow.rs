@@ -2,14 +2,16 @@
 //! the next EDL window, and verification after the flash.
 
 use crate::device::bootloop::{LoopStatus, ModeClass};
-use crate::device::classify::Mode;
+use crate::device::classify::{Mode, PortRole};
 use crate::device::identity::{DeviceId, MatchRule};
 use crate::device::monitor::{DeviceView, Update};
 use crate::device::{DeviceChange, DeviceEvent, DeviceSnapshot};
+use crate::engine::at::NormalIdentity;
 use crate::tui::model::{
-    duration_words, FlashView, Flow, Identity, Model, Outcome, Overlay, Stage, MIN_WINDOW_LEFT_MS,
+    AtIdentity, FlashView, Flow, Identity, Model, Outcome, Overlay, Stage, MIN_WINDOW_LEFT_MS,
 };
 use crate::tui::msg::{Effect, JobId, PlanReview, Problem};
+use crate::workflow::verdict::{judge, Expectation, Return, Verdict};
 
 use super::bell;
 
@@ -35,17 +37,24 @@ pub(super) fn crash_dump() -> Problem {
     }
 }
 
-/// The explanation for a modem that is not in EDL.
+/// The explanation for a modem that is not in EDL and cannot be switched over DIAG.
 fn not_in_edl(label: &str) -> Problem {
     Problem {
         what: format!("The modem is not in EDL (9008): it shows as {label}"),
-        why: "Firmware is written through the boot ROM's emergency download mode. Switching a \
-              modem to it from software (DIAG, AT) comes in a later qrescue version."
+        why: "Firmware is written through the boot ROM's emergency download mode. qrescue \
+              switches a Quectel modem in normal mode to it over its DM (DIAG) port, but no DM \
+              port of this one can be opened."
             .into(),
         next: "Switch it to EDL: bridge USB_BOOT (press p for the pin screen) and power-cycle it; \
                the flash starts the moment 9008 appears."
             .into(),
     }
+}
+
+/// A modem in normal mode whose `role` port has a tty to open.
+fn has_port(v: &DeviceView, role: PortRole) -> bool {
+    matches!(v.class.mode, Mode::QuectelNormal { .. })
+        && v.class.port(role).is_some_and(|p| p.tty.is_some())
 }
 
 /// Would this device come to us in EDL by itself: it was last seen in EDL, or its boot loop
@@ -82,7 +91,8 @@ pub(super) fn enter(model: &mut Model, fx: &mut Vec<Effect>) {
     }
 }
 
-/// Start (or restart) the flow for `id`: check the package, identify the modem if it is in EDL.
+/// Start (or restart) the flow for `id`: check the package, identify the modem (Sahara in
+/// EDL; over AT in normal mode, whose revision the check then uses).
 pub(super) fn start(model: &mut Model, id: DeviceId, fx: &mut Vec<Effect>) {
     model.flow = Flow {
         device: Some(id),
@@ -104,12 +114,26 @@ pub(super) fn start(model: &mut Model, id: DeviceId, fx: &mut Vec<Effect>) {
         return;
     };
     model.flow.stage = Stage::Checking;
-    fx.push(Effect::CheckPackage {
-        device: Some(id),
-        package,
-        modem_revision: model.config.modem_revision.clone(),
-        override_phrase: None,
-    });
+    let at = view
+        .as_ref()
+        .filter(|v| v.present && has_port(v, PortRole::At));
+    if let Some(v) = at {
+        // Who it is first: the revision it reports is what the package is checked against.
+        model.flow.at_pending = true;
+        model.flow.check_deferred = model.config.modem_revision.is_none();
+        fx.push(Effect::IdentifyNormal {
+            device: id,
+            snapshot: v.device.clone(),
+        });
+    }
+    if !model.flow.check_deferred {
+        fx.push(Effect::CheckPackage {
+            device: Some(id),
+            package,
+            modem_revision: model.config.modem_revision.clone(),
+            override_phrase: None,
+        });
+    }
     match view {
         Some(v) if v.present && v.class.mode == Mode::Edl => {
             if !model.identities.contains_key(&id) {
@@ -119,6 +143,7 @@ pub(super) fn start(model: &mut Model, id: DeviceId, fx: &mut Vec<Effect>) {
                 });
             }
         }
+        Some(v) if v.present && has_port(&v, PortRole::Dm) => {}
         Some(v) if v.present => model.flow.problem = Some(not_in_edl(&v.class.label)),
         Some(v) => {
             model.flow.identify_pending = !model.identities.contains_key(&id);
@@ -127,6 +152,162 @@ pub(super) fn start(model: &mut Model, id: DeviceId, fx: &mut Vec<Effect>) {
             }
         }
         None => model.flow.identify_pending = true,
+    }
+}
+
+/// An identity over AT arrived: before the check it gives the revision to check against; after
+/// the flash it is what the verdict judges.
+pub(super) fn on_normal_identified(
+    model: &mut Model,
+    device: DeviceId,
+    result: Result<NormalIdentity, Problem>,
+    fx: &mut Vec<Effect>,
+) {
+    if let Ok(id) = &result {
+        model.at_identities.insert(
+            device,
+            AtIdentity {
+                id: id.clone(),
+                t_ms: model.now_ms,
+            },
+        );
+    }
+    if model.flow.device != Some(device) || !model.flow.at_pending {
+        return;
+    }
+    model.flow.at_pending = false;
+    match model.flow.stage.clone() {
+        Stage::Checking => {
+            let revision = match result {
+                Ok(id) => {
+                    let rev = id.revision.as_ref().map(|r| r.text.clone());
+                    model.flow.before = Some(id);
+                    rev
+                }
+                Err(mut p) => {
+                    p.next = format!(
+                        "{} The package is checked without the modem's revision.",
+                        p.next.trim_end()
+                    );
+                    model.flow.problem = Some(p);
+                    None
+                }
+            };
+            if std::mem::take(&mut model.flow.check_deferred) {
+                if let Some(package) = model.config.package.clone() {
+                    fx.push(Effect::CheckPackage {
+                        device: Some(device),
+                        package,
+                        modem_revision: model.config.modem_revision.clone().or(revision),
+                        override_phrase: None,
+                    });
+                }
+            }
+        }
+        Stage::Verifying { .. } => {
+            let ret = match result {
+                Ok(id) => Return::Normal(Box::new(id)),
+                Err(p) => Return::Unidentified { why: p.what },
+            };
+            decide(model, &ret, fx);
+        }
+        _ => {}
+    }
+}
+
+/// What the flash should have kept and installed.
+fn expectation(model: &Model) -> Expectation {
+    let before = model.flow.before.as_ref();
+    Expectation {
+        imei: before.and_then(|b| b.imei.as_ref().map(|i| i.digits.clone())),
+        revision: model
+            .flow
+            .review
+            .as_ref()
+            .and_then(|r| r.package_revision.clone()),
+        calibrated_before: before.and_then(|b| b.cfun.map(|c| c.level == 1)),
+        backup: None,
+    }
+}
+
+/// The verdict after the flash ([`judge`]), as the flow's outcome.
+fn decide(model: &mut Model, ret: &Return, fx: &mut Vec<Effect>) {
+    let v = judge(&expectation(model), ret);
+    let outcome = match &v {
+        Verdict::Verified { checks } => Outcome::Verified {
+            detail: checks.join("; "),
+        },
+        Verdict::NotVerified { failures, next } => Outcome::NotVerified {
+            what_failed: failures
+                .iter()
+                .map(|f| f.what())
+                .collect::<Vec<_>>()
+                .join("; "),
+            next: next.join(" "),
+        },
+    };
+    model.flow.verdict = Some(v);
+    finish(model, outcome, fx);
+}
+
+/// `y` in the switch confirmation: send the DIAG switch; the catch is armed for the 9008 that
+/// follows.
+pub(super) fn switch(model: &mut Model, fx: &mut Vec<Effect>) {
+    model.overlay = Overlay::None;
+    let Some(v) = model
+        .flow_view()
+        .filter(|v| v.present && has_port(v, PortRole::Dm))
+    else {
+        model.notice = Some("The modem is no longer in normal mode: nothing was sent".into());
+        return;
+    };
+    if model.flow.stage != Stage::Ready {
+        return;
+    }
+    model.flow.problem = None;
+    model.flow.switching = true;
+    model.flow.seen_ms = None;
+    model.flow.stage = Stage::Armed {
+        since_ms: model.now_ms,
+        pins: false,
+    };
+    fx.push(Effect::SwitchToEdl {
+        device: v.id,
+        snapshot: v.device,
+    });
+}
+
+/// `p` in the switch confirmation: the pins instead of DIAG.
+pub(super) fn pins_instead(model: &mut Model) {
+    model.overlay = Overlay::None;
+    if model.flow.stage != Stage::Ready {
+        return;
+    }
+    model.flow.seen_ms = None;
+    model.flow.stage = Stage::Armed {
+        since_ms: model.now_ms,
+        pins: true,
+    };
+}
+
+/// The DIAG switch was sent (or failed).
+pub(super) fn on_switched(model: &mut Model, device: DeviceId, result: Result<(), Problem>) {
+    if model.flow.device != Some(device) || !model.flow.switching {
+        return;
+    }
+    match result {
+        Ok(()) => {
+            model.notice =
+                Some("The modem took the DIAG switch: it resets and comes back as 05c6:9008".into())
+        }
+        Err(mut p) => {
+            model.flow.switching = false;
+            p.next = format!(
+                "{} Or bridge the pins: press p for the pin screen.",
+                p.next.trim_end()
+            );
+            model.flow.problem = Some(p);
+        }
     }
 }
 
@@ -257,6 +438,11 @@ pub(super) fn confirm(model: &mut Model, fx: &mut Vec<Effect>) {
                 return;
             }
         }
+        Some(v) if v.present && !pins && has_port(&v, PortRole::Dm) => {
+            // A running modem: switch it over DIAG, once the person said so.
+            model.overlay = Overlay::ConfirmSwitch;
+            return;
+        }
         Some(v) if !edl_path(&v) => {
             model.flow.problem = Some(not_in_edl(&v.class.label));
             pins = true;
@@ -314,6 +500,7 @@ fn start_flash(
     model.flow.uploaded_ms = None;
     model.flow.cancel_requested = false;
     model.flow.identify_pending = false;
+    model.flow.switching = false;
     model.flash = Some(FlashView {
         job,
         device: id,
@@ -405,53 +592,30 @@ pub(super) fn on_device(
             _ => {}
         },
         Stage::Verifying { since_ms } => {
-            let adopt = !ours
-                && new_id
-                && matches!(class.mode, Mode::QuectelNormal { .. })
-                && present_counts(model, &class.mode) == (1, 1);
-            if !(ours || adopt) {
+            let normal = matches!(class.mode, Mode::QuectelNormal { .. });
+            let adopt = !ours && new_id && normal && present_counts(model, &class.mode) == (1, 1);
+            if !(ours || adopt) || model.flow.at_pending {
                 return;
             }
-            let after = duration_words(event.t_ms.saturating_sub(since_ms));
-            let outcome = match &class.mode {
-                Mode::QuectelNormal { model: m } => {
-                    let how = if adopt {
-                        " (the only modem that came back; its identity could not be linked)"
-                    } else {
-                        ""
-                    };
-                    Outcome::Verified {
-                        detail: format!(
-                            "came back in normal mode as {} {m} {after} after the reset{how}",
-                            device.id()
-                        ),
-                    }
-                }
-                Mode::Edl => Outcome::NotVerified {
-                    what_failed: "it came back in EDL (9008): the new firmware does not boot"
-                        .into(),
-                    next: "Check that the package is made for this modem (model, variant), then \
-                           flash again (press Enter): in 9008 it can still be flashed."
-                        .into(),
-                },
-                Mode::CrashDump => Outcome::NotVerified {
-                    what_failed: "it came back in crash-dump mode (900e): the new firmware crashes"
-                        .into(),
-                    next: "Take a RAM dump with `qrescue ramdump` for a bug report, power-cycle \
-                           it, and flash a package made for this modem."
-                        .into(),
-                },
-                _ => Outcome::NotVerified {
-                    what_failed: format!("it came back as {}, not in normal mode", class.label),
-                    next: "Power-cycle the modem and watch it with `qrescue watch`; if it shows \
-                           9008, it can be flashed again."
-                        .into(),
-                },
-            };
             if adopt {
                 model.flow.device = Some(id);
             }
-            finish(model, outcome, fx);
+            if normal {
+                // Back: who is it now? The verdict waits for its answer over AT.
+                model.flow.at_pending = true;
+                fx.push(Effect::IdentifyNormal {
+                    device: id,
+                    snapshot: device.clone(),
+                });
+                return;
+            }
+            // Back, but not in normal mode: it does not boot the new firmware.
+            model.flow.last_mode = Some(class.label.clone());
+            let ret = Return::NoReturn {
+                waited_ms: event.t_ms.saturating_sub(since_ms),
+                last_mode: Some(class.label.clone()),
+            };
+            decide(model, &ret, fx);
         }
         Stage::Checking | Stage::Ready | Stage::Refused
             if ours && model.flow.identify_pending && class.mode == Mode::Edl =>
@@ -472,17 +636,13 @@ pub(super) fn on_tick(model: &mut Model, fx: &mut Vec<Effect>) {
     match model.flow.stage {
         Stage::Verifying { since_ms } => {
             let limit = model.config.verify_timeout_ms;
-            if model.now_ms.saturating_sub(since_ms) >= limit {
-                let outcome = Outcome::NotVerified {
-                    what_failed: format!(
-                        "it did not come back in normal mode within {}",
-                        duration_words(limit)
-                    ),
-                    next: "Check the power and the USB cable, power-cycle the modem and watch it \
-                           with `qrescue watch`; if it shows 9008, it can be flashed again."
-                        .into(),
+            // An identity in flight is bounded and answers; its answer decides.
+            if model.now_ms.saturating_sub(since_ms) >= limit && !model.flow.at_pending {
+                let ret = Return::NoReturn {
+                    waited_ms: limit,
+                    last_mode: model.flow.last_mode.clone(),
                 };
-                finish(model, outcome, fx);
+                decide(model, &ret, fx);
                 model.dirty = true;
             }
         }

@@ -101,6 +101,21 @@ pub(super) fn on_key(model: &mut Model, key: KeyEvent, fx: &mut Vec<Effect>) {
             }
             return;
         }
+        Overlay::ConfirmSwitch => {
+            match key.code {
+                _ if ctrl_c => {
+                    model.overlay = Overlay::None;
+                    request_quit(model, fx);
+                }
+                KeyCode::Char('y') | KeyCode::Char('Y') => flow::switch(model, fx),
+                KeyCode::Char('p') | KeyCode::Char('P') => flow::pins_instead(model),
+                KeyCode::Esc | KeyCode::Char('n') | KeyCode::Char('N') => {
+                    model.overlay = Overlay::None
+                }
+                _ => {}
+            }
+            return;
+        }
         Overlay::ConfirmCancel => {
             match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') if !ctrl_c => {

@@ -7,8 +7,10 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use crate::device::classify::Mode;
 use crate::device::identity::DeviceId;
 use crate::device::{DeviceChange, DeviceEvent, DeviceSnapshot};
+use crate::engine::at::NormalIdentity;
 use crate::engine::events::{EngineEvent, StepInfo, StepKind};
 use crate::engine::prepare::{CompatReport, Reason, Stage as CheckStage, Verdict};
+use crate::protocol::at::info::{Cfun, FirmwareRevision, Imei};
 use crate::protocol::sahara::info::DeviceInfo;
 use crate::sim::profile::Profile;
 use crate::sim::usb_ids::{boot_rom_snapshot, normal_mode_snapshot};
@@ -56,6 +58,40 @@ fn normal(port: u8) -> DeviceSnapshot {
     let mut s = normal_mode_snapshot(&p, 3).unwrap();
     s.ports = vec![port];
     s
+}
+
+/// The same unit in normal mode with its DM, NMEA, AT and modem ports bound to ttys.
+fn normal_ported(port: u8) -> DeviceSnapshot {
+    let mut s = normal(port);
+    for i in s.interfaces.iter_mut().filter(|i| i.number < 4) {
+        i.tty = Some(format!("/dev/ttyUSB{}", i.number));
+    }
+    s
+}
+
+/// What the EC25 says over AT.
+fn at_id(imei: &str, cfun: u8, revision: &str) -> NormalIdentity {
+    NormalIdentity {
+        revision: Some(FirmwareRevision {
+            text: revision.into(),
+        }),
+        imei: Some(Imei {
+            digits: imei.into(),
+            luhn_ok: crate::sim::normal::unit::is_valid_imei(imei),
+        }),
+        cfun: Some(Cfun::new(cfun)),
+        ..NormalIdentity::default()
+    }
+}
+
+const IMEI: &str = "867962041234561";
+
+fn identified(device: DeviceId, id: NormalIdentity, t_ms: u64) -> Msg {
+    Msg::NormalIdentified {
+        device,
+        result: Ok(id),
+        t_ms,
+    }
 }
 
 fn keyboard(port: u8) -> DeviceSnapshot {
@@ -398,7 +434,7 @@ fn a_crashed_modem_is_explained_and_not_flashed() {
 }
 
 #[test]
-fn a_normal_mode_modem_is_checked_and_confirming_opens_the_pin_screen() {
+fn a_normal_mode_modem_without_ports_is_checked_and_confirming_opens_the_pin_screen() {
     let mut m = model();
     update(&mut m, appear(0, &normal(5)));
     let id = id_of(&m, 5);
@@ -409,7 +445,7 @@ fn a_normal_mode_modem_is_checked_and_confirming_opens_the_pin_screen() {
     );
     let p = m.flow.problem.clone().unwrap();
     assert!(p.next.contains("bridge USB_BOOT (press p"), "{p:?}");
-    assert!(p.why.contains("later"), "{p:?}");
+    assert!(p.why.contains("no DM port"), "{p:?}");
     update(&mut m, checked(review(true, not_checked()), 500));
     assert_eq!(m.flow.stage, Stage::Ready);
     update(&mut m, ch('f'));
@@ -1022,18 +1058,208 @@ fn verified_only_when_the_modem_comes_back_in_normal_mode() {
     assert!(fx.is_empty());
     assert_eq!(m.flow.stage, Stage::Verifying { since_ms: 10_000 });
     assert_eq!(m.tick_interval_ms(), Some(TICK_SLOW_MS));
-    // The reset: 9008 leaves, the modem boots into normal mode at the same port.
+    // The reset: 9008 leaves, the modem boots into normal mode at the same port; it is asked
+    // over AT before anything is decided.
     update(&mut m, vanish(10_200, &edl(3)));
-    let fx = update(&mut m, appear(22_000, &normal(3)));
-    assert_eq!(fx, vec![Effect::Bell]);
-    assert_eq!(
-        m.flow.stage,
-        Stage::Finished(Outcome::Verified {
-            detail: "came back in normal mode as 2c7c:0125 EC25/EG25 12 s after the reset".into()
-        })
+    let fx = update(&mut m, appear(22_000, &normal_ported(3)));
+    assert!(
+        matches!(fx.as_slice(), [Effect::IdentifyNormal { device, .. }] if *device == id),
+        "{fx:?}"
     );
+    assert!(matches!(m.flow.stage, Stage::Verifying { .. }));
+    assert!(m.flow.at_pending);
+    assert_eq!(m.workflow_text().title, "Verifying: asking it over AT");
+    // The verification deadline does not cut the answer off.
+    assert!(update(&mut m, tick(500_000)).is_empty());
+    let fx = update(
+        &mut m,
+        identified(
+            id,
+            at_id(IMEI, 1, "RM502QAEAAR13A02M4G_01.001.01.001"),
+            22_500,
+        ),
+    );
+    assert_eq!(fx, vec![Effect::Bell]);
+    match &m.flow.stage {
+        Stage::Finished(Outcome::Verified { detail }) => {
+            assert!(detail.contains("back in normal mode"), "{detail}");
+            assert!(detail.contains("+CFUN: 1"), "{detail}");
+            assert!(detail.contains("runs RM502QAEAAR13A02M4G"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(m.flow.verdict.as_ref().unwrap().is_verified());
     assert_eq!(m.flow.device, Some(id));
     assert_eq!(m.tick_interval_ms(), None);
+}
+
+#[test]
+fn a_modem_that_comes_back_without_calibration_is_not_verified_with_what_to_do() {
+    let (mut m, id, job) = flashing();
+    flash_through(&mut m, job, 10_000);
+    update(&mut m, vanish(10_200, &edl(3)));
+    update(&mut m, appear(12_000, &normal_ported(3)));
+    let mut after = at_id(IMEI, 5, "RM502QAEAAR13A02M4G_01.001.01.001");
+    after.imei = None;
+    update(&mut m, identified(id, after, 12_500));
+    match &m.flow.stage {
+        Stage::Finished(Outcome::NotVerified { what_failed, next }) => {
+            assert!(what_failed.contains("+CFUN: 5"), "{what_failed}");
+            assert!(what_failed.contains("IMEI"), "{what_failed}");
+            assert!(next.contains("restore"), "{next}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // An AT port that does not answer is not verified either.
+    let (mut m, id, job) = flashing();
+    flash_through(&mut m, job, 10_000);
+    update(&mut m, appear(12_000, &normal_ported(3)));
+    update(
+        &mut m,
+        Msg::NormalIdentified {
+            device: id,
+            result: Err(Problem {
+                what: "The AT port did not answer".into(),
+                why: String::new(),
+                next: String::new(),
+            }),
+            t_ms: 12_500,
+        },
+    );
+    assert!(
+        matches!(&m.flow.stage, Stage::Finished(Outcome::NotVerified { what_failed, .. }) if what_failed.contains("did not answer")),
+        "{:?}",
+        m.flow.stage
+    );
+}
+
+#[test]
+fn a_running_modem_is_identified_over_at_checked_against_its_revision_and_switched_over_diag() {
+    let mut m = Model::new(Config {
+        modem_revision: None,
+        ..config()
+    });
+    update(&mut m, appear(0, &normal_ported(5)));
+    let id = id_of(&m, 5);
+    let fx = update(&mut m, key(KeyCode::Enter));
+    // Who it is first; the check waits for the revision.
+    assert!(
+        matches!(fx.as_slice(), [Effect::IdentifyNormal { device, .. }] if *device == id),
+        "{fx:?}"
+    );
+    assert_eq!(m.flow.stage, Stage::Checking);
+    assert_eq!(m.flow.problem, None);
+    let fx = update(
+        &mut m,
+        identified(id, at_id(IMEI, 1, "RM502QAEAAR13A01M4G_01.001.01.001"), 300),
+    );
+    match fx.as_slice() {
+        [Effect::CheckPackage { modem_revision, .. }] => assert_eq!(
+            modem_revision.as_deref(),
+            Some("RM502QAEAAR13A01M4G_01.001.01.001")
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.at_identities[&id].id.imei.as_ref().unwrap().digits, IMEI);
+    update(&mut m, checked(review(true, not_checked()), 500));
+    assert_eq!(m.flow.stage, Stage::Ready);
+    update(&mut m, ch('f'));
+    // The plan first, then the switch, each confirmed.
+    assert!(update(&mut m, ch('y')).is_empty());
+    assert_eq!(m.overlay, Overlay::ConfirmSwitch);
+    assert_eq!(m.flow.stage, Stage::Ready);
+    assert!(m.key_hints().iter().any(|h| h.key == "p"));
+    let fx = update(&mut m, ch('y'));
+    assert!(
+        matches!(fx.as_slice(), [Effect::SwitchToEdl { device, .. }] if *device == id),
+        "{fx:?}"
+    );
+    assert_eq!(
+        m.flow.stage,
+        Stage::Armed {
+            since_ms: 500,
+            pins: false
+        }
+    );
+    assert_eq!(
+        m.workflow_text().title,
+        "Switching to EDL over DIAG: waiting for 9008"
+    );
+    update(
+        &mut m,
+        Msg::Switched {
+            device: id,
+            result: Ok(()),
+            t_ms: 600,
+        },
+    );
+    // It re-enumerates as 9008: the confirmed flash starts.
+    update(&mut m, vanish(1_500, &normal_ported(5)));
+    let fx = update(&mut m, appear(2_600, &edl(5)));
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::StartFlash { .. })),
+        "{fx:?}"
+    );
+    let job = m.running_job().unwrap();
+    flash_through(&mut m, job, 10_000);
+    let back = m.flow.device.unwrap();
+    update(&mut m, vanish(10_100, &edl(5)));
+    update(&mut m, appear(12_000, &normal_ported(5)));
+    // Same IMEI as before, full function, the package's revision: verified.
+    update(
+        &mut m,
+        identified(
+            back,
+            at_id(IMEI, 1, "RM502QAEAAR13A02M4G_01.001.01.001"),
+            12_400,
+        ),
+    );
+    match &m.flow.stage {
+        Stage::Finished(Outcome::Verified { detail }) => {
+            assert!(detail.contains(&format!("same IMEI {IMEI}")), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_diag_switch_says_so_and_offers_the_pins() {
+    let mut m = model();
+    update(&mut m, appear(0, &normal_ported(5)));
+    let id = id_of(&m, 5);
+    let fx = update(&mut m, key(KeyCode::Enter));
+    // A revision given on the command line: checked at once, identified as well.
+    assert_eq!(fx.len(), 2, "{fx:?}");
+    update(
+        &mut m,
+        identified(id, at_id(IMEI, 1, "RM502QAEAAR13A01M4G"), 100),
+    );
+    update(&mut m, checked(review(true, not_checked()), 500));
+    update(&mut m, ch('f'));
+    update(&mut m, ch('y'));
+    // `p` in the switch question: the pin screen instead.
+    update(&mut m, ch('p'));
+    assert_eq!(m.pin_phase(), Some(PinPhase::Waiting));
+    update(&mut m, key(KeyCode::Esc));
+    assert_eq!(m.flow.stage, Stage::Ready);
+    update(&mut m, ch('f'));
+    update(&mut m, ch('y'));
+    update(&mut m, ch('y'));
+    update(
+        &mut m,
+        Msg::Switched {
+            device: id,
+            result: Err(Problem {
+                what: "The modem did not answer on its DM port".into(),
+                why: "no DIAG".into(),
+                next: "Retry.".into(),
+            }),
+            t_ms: 900,
+        },
+    );
+    let p = m.flow.problem.clone().unwrap();
+    assert!(p.next.contains("press p for the pin screen"), "{p:?}");
+    assert!(!m.flow.switching);
 }
 
 #[test]
@@ -1045,9 +1271,10 @@ fn not_verified_when_it_comes_back_in_edl_or_not_at_all() {
     assert_eq!(fx, vec![Effect::Bell]);
     match &m.flow.stage {
         Stage::Finished(Outcome::NotVerified { what_failed, next }) => {
-            assert_eq!(
-                what_failed,
-                "it came back in EDL (9008): the new firmware does not boot"
+            assert!(
+                what_failed.contains("did not come back in normal mode")
+                    && what_failed.contains("last seen: EDL"),
+                "{what_failed}"
             );
             assert!(next.contains("flash again"), "{next}");
         }
@@ -1072,9 +1299,9 @@ fn not_verified_when_it_comes_back_in_edl_or_not_at_all() {
         Stage::Finished(Outcome::NotVerified { what_failed, next }) => {
             assert_eq!(
                 what_failed,
-                "it did not come back in normal mode within 2 min"
+                "the modem did not come back in normal mode within 120 s (not seen at all)"
             );
-            assert!(next.contains("qrescue watch"), "{next}");
+            assert!(next.contains("power-cycle"), "{next}");
         }
         other => panic!("{other:?}"),
     }
@@ -1203,7 +1430,16 @@ fn hangup_quits_when_idle_and_waits_for_the_verdict_during_a_flash() {
     );
     assert!(fx.is_empty(), "still verifying");
     update(&mut m, vanish(10_200, &edl(3)));
-    let fx = update(&mut m, appear(20_000, &normal(3)));
+    let fx = update(&mut m, appear(20_000, &normal_ported(3)));
+    assert!(
+        matches!(fx.as_slice(), [Effect::IdentifyNormal { .. }]),
+        "still verifying: {fx:?}"
+    );
+    let id = m.flow.device.unwrap();
+    let fx = update(
+        &mut m,
+        identified(id, at_id(IMEI, 1, "RM502QAEAAR13A02M4G"), 20_400),
+    );
     assert_eq!(fx, vec![Effect::Bell, Effect::Quit { cancel_jobs: false }]);
     assert!(matches!(
         m.flow.stage,

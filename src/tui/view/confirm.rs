@@ -199,6 +199,36 @@ pub(crate) fn override_input(ctx: &Ctx, typed: &str, area: Rect, buf: &mut Buffe
         .render(inner, buf);
 }
 
+/// The software switch to EDL, explained before it is sent.
+pub(crate) fn switch(ctx: &Ctx, area: Rect, buf: &mut Buffer) {
+    let t = &ctx.t;
+    let who = ctx
+        .flow_device()
+        .map(|d| format!("{} ({})", d.id, d.device.id()))
+        .unwrap_or_else(|| "The modem".into());
+    let lines = vec![
+        Line::styled(format!("{who} runs in normal mode."), t.warn),
+        Line::raw("To flash it, qrescue sends the Quectel DIAG command 4B 65 01 00 on its DM port: the modem resets into its boot ROM, leaves the bus and re-enumerates as 05c6:9008 (EDL) about 2 s later. The confirmed flash starts the moment 9008 appears."),
+        Line::raw("Nothing is written by the switch itself. If the modem does not answer DIAG, bridging its test pins does the same."),
+        Line::raw(""),
+        Line::from(vec![
+            Span::raw("press "),
+            Span::styled("y", t.key),
+            Span::raw(" to switch it now, "),
+            Span::styled("p", t.key),
+            Span::raw(" to bridge the pins instead, "),
+            Span::styled("Esc", t.key),
+            Span::raw(" to go back"),
+        ]),
+    ];
+    let w = 72.min(area.width);
+    let h = wrapped_height(&lines, w.saturating_sub(2)) + 2;
+    let inner = overlay_box(t, "Switch to download mode?", area, w, h, buf);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .render(inner, buf);
+}
+
 /// What happens to the modem if the console quits now.
 pub(crate) fn quit(ctx: &Ctx, area: Rect, buf: &mut Buffer) {
     stop(ctx, area, buf, "Quit?", " to quit anyway, ")

@@ -15,7 +15,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "start: identify the modem (read-only) and check the package",
     ),
     ("f", "flash: show the plan to confirm"),
-    ("y", "confirm (the plan, or quitting)"),
+    (
+        "y",
+        "confirm (the plan, the switch to EDL over DIAG, or quitting)",
+    ),
     (
         "o",
         "type the phrase that overrides a compatibility refusal",

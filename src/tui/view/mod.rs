@@ -131,6 +131,7 @@ pub fn render(model: &Model, area: Rect, buf: &mut Buffer) {
         Overlay::OverrideInput { typed } => confirm::override_input(&ctx, typed, area, buf),
         Overlay::ConfirmQuit => confirm::quit(&ctx, area, buf),
         Overlay::ConfirmCancel => confirm::cancel(&ctx, area, buf),
+        Overlay::ConfirmSwitch => confirm::switch(&ctx, area, buf),
     }
 }
 

@@ -13,6 +13,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Widget, Wrap};
 
 use crate::device::bootloop::LoopStatus;
+use crate::device::classify::Mode;
 use crate::engine::prepare::CompatReport;
 
 use super::super::model::{Outcome, Stage};
@@ -20,6 +21,7 @@ use super::super::msg::{PlanReview, Problem};
 use super::super::theme::Theme;
 use super::{dur, file_name, override_offered, Ctx};
 use crate::tui::view::timeline::countdown;
+use crate::workflow::verdict::Verdict;
 
 const STAGES: [&str; 6] = [
     "Identify",
@@ -140,7 +142,13 @@ pub(crate) fn problem_lines(p: &Problem, t: &Theme, heading: &str) -> Vec<Line<'
     ]
 }
 
-fn outcome_lines(o: &Outcome, t: &Theme, width: u16, tall: bool) -> Vec<Line<'static>> {
+fn outcome_lines(
+    o: &Outcome,
+    verdict: Option<&Verdict>,
+    t: &Theme,
+    width: u16,
+    tall: bool,
+) -> Vec<Line<'static>> {
     let mut out = Vec::with_capacity(6);
     let (word, style) = match o {
         Outcome::Verified { .. } => (
@@ -158,9 +166,31 @@ fn outcome_lines(o: &Outcome, t: &Theme, width: u16, tall: bool) -> Vec<Line<'st
     if tall {
         out.push(banner("", style, width));
     }
-    match o {
-        Outcome::Verified { detail } => out.push(Line::raw(detail.clone())),
-        Outcome::NotVerified { what_failed, next } => {
+    match (o, verdict) {
+        (Outcome::Verified { .. }, Some(Verdict::Verified { checks })) => {
+            for c in checks {
+                out.push(Line::from(vec![
+                    Span::styled("✓ ", t.ok),
+                    Span::raw(c.clone()),
+                ]));
+            }
+        }
+        (Outcome::NotVerified { .. }, Some(Verdict::NotVerified { failures, next })) => {
+            for f in failures {
+                out.push(Line::from(vec![
+                    Span::styled("✗ ", t.bad),
+                    Span::styled(f.what(), t.warn),
+                ]));
+            }
+            for n in next {
+                out.push(Line::from(vec![
+                    Span::styled("next: ", t.key),
+                    Span::raw(n.clone()),
+                ]));
+            }
+        }
+        (Outcome::Verified { detail }, _) => out.push(Line::raw(detail.clone())),
+        (Outcome::NotVerified { what_failed, next }, _) => {
             out.push(Line::from(vec![
                 Span::styled("what failed: ", t.warn),
                 Span::raw(what_failed.clone()),
@@ -170,8 +200,8 @@ fn outcome_lines(o: &Outcome, t: &Theme, width: u16, tall: bool) -> Vec<Line<'st
                 Span::raw(next.clone()),
             ]));
         }
-        Outcome::Failed { problem } => out.extend(problem_lines(problem, t, "")),
-        Outcome::Cancelled { detail } => out.push(Line::raw(detail.clone())),
+        (Outcome::Failed { problem }, _) => out.extend(problem_lines(problem, t, "")),
+        (Outcome::Cancelled { detail }, _) => out.push(Line::raw(detail.clone())),
     }
     out
 }
@@ -307,13 +337,15 @@ fn next_lines(ctx: &Ctx) -> Vec<Line<'static>> {
                 ]));
             }
             Some(d) => {
+                let how = if matches!(d.class.mode, Mode::QuectelNormal { .. }) {
+                    "over AT (read-only: IMEI, firmware, +CFUN) and check the package against its revision"
+                } else {
+                    "over Sahara (read-only) and check the package against it"
+                };
                 out.push(Line::from(vec![
                     Span::raw("Next: press "),
                     key("Enter"),
-                    Span::raw(format!(
-                        " to identify {} over Sahara (read-only) and check the package against it.",
-                        d.id
-                    )),
+                    Span::raw(format!(" to identify {} {how}.", d.id)),
                 ]));
                 match &m.config.package {
                     Some(p) => out.push(Line::from(vec![
@@ -336,9 +368,11 @@ fn next_lines(ctx: &Ctx) -> Vec<Line<'static>> {
             }
         },
         Stage::Checking => {
-            out.push(Line::raw(
-                "Identifying the modem over Sahara (read-only) and checking the package: integrity, plan, compatibility, device-unique data…",
-            ));
+            out.push(Line::raw(if m.flow.at_pending {
+                "Asking the modem over AT who it is (read-only); then the package is checked against its revision: integrity, plan, compatibility, device-unique data…"
+            } else {
+                "Identifying the modem over Sahara (read-only) and checking the package: integrity, plan, compatibility, device-unique data…"
+            }));
             if dev.is_some_and(|d| !d.present) {
                 out.push(Line::raw("Waiting for the modem's next window."));
             }
@@ -367,6 +401,23 @@ fn next_lines(ctx: &Ctx) -> Vec<Line<'static>> {
                 ]));
             }
         }
+        Stage::Ready
+            if dev.is_some_and(|d| {
+                d.present && matches!(d.class.mode, Mode::QuectelNormal { .. })
+            }) =>
+        {
+            out.push(Line::styled(
+                "Checked: this package can be flashed onto this modem.",
+                t.ok,
+            ));
+            out.push(Line::from(vec![
+                Span::raw("Next: press "),
+                key("f"),
+                Span::raw(" to see the plan and confirm; then qrescue offers to switch the modem to EDL over DIAG (you confirm that too), and the flash starts the moment 9008 appears. "),
+                key("p"),
+                Span::raw(" bridges the pins instead."),
+            ]));
+        }
         Stage::Ready => {
             out.push(Line::styled(
                 "Checked: this package can be flashed onto this modem.",
@@ -381,6 +432,12 @@ fn next_lines(ctx: &Ctx) -> Vec<Line<'static>> {
             ]));
         }
         Stage::Armed { since_ms, .. } => {
+            if m.flow.switching {
+                out.push(Line::styled(
+                    "Switched over DIAG: the modem resets into EDL and re-enumerates as 05c6:9008.",
+                    t.warn,
+                ));
+            }
             out.push(Line::styled(
                 "ARMED: the flash starts the moment the modem appears in EDL (9008).",
                 t.warn,
@@ -412,6 +469,12 @@ fn next_lines(ctx: &Ctx) -> Vec<Line<'static>> {
                 Span::raw(" cancels at the next safe point; a stopped flash leaves the modem partly written until a flash completes."),
             ]));
         }
+        Stage::Verifying { .. } if m.flow.at_pending => {
+            out.push(Line::styled(
+                "Back in normal mode. Asking it over AT: same IMEI? +CFUN: 1 (calibrated)? the package's revision?",
+                t.warn,
+            ));
+        }
         Stage::Verifying { since_ms } => {
             let waited = m.now_ms.saturating_sub(*since_ms);
             out.push(Line::styled(
@@ -436,6 +499,37 @@ fn next_lines(ctx: &Ctx) -> Vec<Line<'static>> {
     out
 }
 
+/// `over AT   RM502QAEAAR13A02M4G_01.200.01.200 · IMEI 86… · +CFUN: 1`: the latest identity read
+/// over AT (after the flash: the one the verdict judged; before it: the one read first).
+fn at_identity_line(ctx: &Ctx, id: crate::device::identity::DeviceId) -> Option<Line<'static>> {
+    let t = &ctx.t;
+    let m = ctx.m;
+    let a = m
+        .at_identities
+        .get(&id)
+        .map(|a| &a.id)
+        .or(m.flow.before.as_ref())?;
+    let mut parts = Vec::new();
+    if let Some(r) = &a.revision {
+        parts.push(r.text.clone());
+    }
+    parts.push(match &a.imei {
+        Some(i) => format!("IMEI {}", i.digits),
+        None => "no IMEI".into(),
+    });
+    let cfun = a.cfun.map(|c| c.level);
+    parts.push(match cfun {
+        Some(l) => format!("+CFUN: {l}"),
+        None => "+CFUN: ?".into(),
+    });
+    let style = match cfun {
+        Some(1) if a.imei.is_some() => t.ok,
+        Some(5) | Some(7) => t.bad,
+        _ => t.warn,
+    };
+    Some(kv(t, "over AT", parts.join(" · "), style))
+}
+
 /// Every line of the pane, most important first.
 pub(crate) fn lines(ctx: &Ctx, width: u16) -> Vec<Line<'static>> {
     let t = &ctx.t;
@@ -443,7 +537,13 @@ pub(crate) fn lines(ctx: &Ctx, width: u16) -> Vec<Line<'static>> {
     let mut out = Vec::with_capacity(24);
     out.push(stage_line(ctx, width));
     if let Stage::Finished(o) = &m.flow.stage {
-        out.extend(outcome_lines(o, t, width, ctx.wide));
+        out.extend(outcome_lines(
+            o,
+            m.flow.verdict.as_ref(),
+            t,
+            width,
+            ctx.wide,
+        ));
     }
     if let Some(p) = &m.flow.problem {
         let same_as_outcome =
@@ -486,6 +586,9 @@ pub(crate) fn lines(ctx: &Ctx, width: u16) -> Vec<Line<'static>> {
         }
     }
     if let Some(d) = ctx.flow_device() {
+        if let Some(line) = at_identity_line(ctx, d.id) {
+            out.push(line);
+        }
         if let Some(id) = m.identities.get(&d.id) {
             let i = &id.info;
             let mut parts = Vec::new();
