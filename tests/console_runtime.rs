@@ -155,6 +155,7 @@ fn the_executor_identifies_checks_and_flashes_an_emulated_modem_and_records_the_
 
     // Check the package.
     exec.execute(Effect::CheckPackage {
+        token: 1,
         device: Some(device),
         package: pkg.root.clone(),
         modem_revision: None,
@@ -163,7 +164,9 @@ fn the_executor_identifies_checks_and_flashes_an_emulated_modem_and_records_the_
     let m = next(&rx);
     let plan = match &m {
         Msg::Checked {
-            result: Ok(review), ..
+            token: 1,
+            result: Ok(review),
+            ..
         } => {
             assert!(review.verdict.flashable, "{:?}", review.verdict);
             assert_eq!(review.package, pkg.root);

@@ -260,6 +260,7 @@ impl Executor {
                 Control::Handled
             }
             Effect::CheckPackage {
+                token,
                 device,
                 package,
                 modem_revision,
@@ -267,9 +268,10 @@ impl Executor {
             } => {
                 self.spawn(
                     "check-package",
-                    move |s| check(s, device, package, modem_revision, override_phrase),
-                    |s, p| {
+                    move |s| check(s, token, device, package, modem_revision, override_phrase),
+                    move |s, p| {
                         s.send(Msg::Checked {
+                            token,
                             result: Err(p),
                             t_ms: s.clock.now_ms(),
                         })
@@ -470,6 +472,7 @@ fn identify(s: &Shared, device: DeviceId, snapshot: &DeviceSnapshot) {
 /// Check a package and keep its plan.
 fn check(
     s: &Shared,
+    token: u32,
     device: Option<DeviceId>,
     package: PathBuf,
     modem_revision: Option<String>,
@@ -483,11 +486,11 @@ fn check(
         ..PrepareRequest::default()
     };
     let result = prepare(&req, &*s.opts.ledger, unit.as_deref()).map(|p| {
-        let token = s.next_plan.fetch_add(1, Ordering::SeqCst);
-        let review = review(token, &package, &p);
+        let plan = s.next_plan.fetch_add(1, Ordering::SeqCst);
+        let review = review(plan, &package, &p);
         tracing::info!("checked {}: {}", package.display(), review.verdict.summary);
         lock(&s.plans).insert(
-            token,
+            plan,
             Plan {
                 revision: review.package_revision.clone(),
                 prepared: Arc::new(p),
@@ -500,6 +503,7 @@ fn check(
         tracing::warn!("checking {} failed: {e}", package.display());
     }
     s.send(Msg::Checked {
+        token,
         result: result.map_err(|e| Problem::from(&e)),
         t_ms: s.clock.now_ms(),
     });
@@ -726,13 +730,18 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let ex = Executor::new(tx, Clock::start(), ExecOptions::default());
         ex.execute(Effect::CheckPackage {
+            token: 3,
             device: None,
             package: "/nonexistent/package".into(),
             modem_revision: None,
             override_phrase: None,
         });
         match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
-            Msg::Checked { result: Err(p), .. } => assert!(!p.what.is_empty()),
+            Msg::Checked {
+                token: 3,
+                result: Err(p),
+                ..
+            } => assert!(!p.what.is_empty()),
             other => panic!("{other:?}"),
         }
     }

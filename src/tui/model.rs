@@ -220,6 +220,8 @@ pub struct Flow {
     pub last_mode: Option<String>,
     /// The verdict after the flash, with each check or failure.
     pub verdict: Option<Verdict>,
+    /// The token of the package check the flow waits for (0: none asked yet).
+    pub check_token: u32,
 }
 
 impl Default for Flow {
@@ -240,6 +242,7 @@ impl Default for Flow {
             switching: false,
             last_mode: None,
             verdict: None,
+            check_token: 0,
         }
     }
 }
@@ -301,6 +304,8 @@ pub struct Model {
     /// Something changed since the last draw.
     pub dirty: bool,
     pub next_job: u32,
+    /// The token the next package check gets.
+    pub next_check: u32,
     /// A one-line hint about the last key or event that could not do what it usually does
     /// ("Finish or disarm the rescue of #1 first"); cleared by the next key.
     pub notice: Option<String>,
@@ -328,6 +333,7 @@ impl Model {
             headless: false,
             dirty: true,
             next_job: 1,
+            next_check: 1,
             notice: None,
             quit_sent: false,
         }
@@ -354,6 +360,33 @@ impl Model {
     /// The loop status of a device now.
     pub fn loop_status(&self, id: DeviceId) -> LoopStatus {
         self.monitor.loop_status(id, self.now_ms)
+    }
+
+    /// The device's comings and goings are mode switches, not a loop: every appearance so far
+    /// came in another mode than the one before (normal → EDL after a DIAG switch, EDL →
+    /// normal after a flash), and fewer than four of them. The loop detector calls two
+    /// appearances "suspected"; the console shows no loop badge for these.
+    pub fn mode_switches_only(&self, id: DeviceId) -> bool {
+        let Some(h) = self.history.get(&id) else {
+            return false;
+        };
+        let modes: Vec<&str> = h
+            .iter()
+            .filter(|b| b.appear)
+            .map(|b| b.mode.as_str())
+            .collect();
+        modes.len() < 4 && modes.windows(2).all(|w| w[0] != w[1])
+    }
+
+    /// A device's loop status as the console shows it: a "suspected" loop that is only mode
+    /// switches ([`Model::mode_switches_only`]) is none.
+    pub fn shown_loop_status(&self, id: DeviceId, status: &LoopStatus) -> LoopStatus {
+        match status {
+            LoopStatus::Suspected { triage: None, .. } if self.mode_switches_only(id) => {
+                LoopStatus::None
+            }
+            s => s.clone(),
+        }
     }
 
     /// Latest snapshot and classification of a present device.
@@ -442,6 +475,16 @@ impl Model {
             Stage::Flashing { job, .. } => Some(job),
             _ => None,
         }
+    }
+
+    /// The running flash is uploading the programmer over Sahara (nothing is written yet).
+    pub fn uploading(&self) -> bool {
+        self.running_job().is_some()
+            && self
+                .flash
+                .as_ref()
+                .and_then(|f| f.active())
+                .is_some_and(|r| r.kind == StepKind::SaharaUpload)
     }
 
     /// The pin screen's phase while it is up (`None` otherwise).
@@ -697,6 +740,7 @@ impl Model {
                 let title = match self.pin_phase() {
                     Some(PinPhase::SeenReleaseNow) => "9008 SEEN — RELEASE NOW".to_string(),
                     Some(PinPhase::Uploaded) => format!("PROGRAMMER UPLOADED — flashing: {step}"),
+                    _ if self.uploading() => "Uploading the programmer".to_string(),
                     _ => format!("Flashing: {step}"),
                 };
                 let next = if *pins && flow.uploaded_ms.is_none() {

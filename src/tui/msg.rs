@@ -91,8 +91,10 @@ pub enum Msg {
         result: Result<(), Problem>,
         t_ms: u64,
     },
-    /// A package checked, answering [`Effect::CheckPackage`].
+    /// A package checked, answering [`Effect::CheckPackage`] with its `token` (an answer to an
+    /// earlier check, e.g. for another modem, is ignored).
     Checked {
+        token: u32,
         result: Result<Box<PlanReview>, Problem>,
         t_ms: u64,
     },
@@ -144,6 +146,8 @@ pub enum Effect {
     /// Check a package for this modem (integrity, plan, compatibility, device-unique guard);
     /// answer `Msg::Checked`.
     CheckPackage {
+        /// Echoed in `Msg::Checked`.
+        token: u32,
         device: Option<DeviceId>,
         package: PathBuf,
         /// The modem's firmware revision when known (`AT+QGMR`), for the compatibility check.

@@ -75,9 +75,13 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Effect> {
             flow::on_switched(model, device, result);
             model.dirty = true;
         }
-        Msg::Checked { result, t_ms } => {
+        Msg::Checked {
+            token,
+            result,
+            t_ms,
+        } => {
             model.now_ms = model.now_ms.max(t_ms);
-            flow::on_checked(model, result);
+            flow::on_checked(model, token, result);
             model.dirty = true;
         }
         Msg::Engine { job, event, t_ms } => {

@@ -127,12 +127,8 @@ pub(super) fn start(model: &mut Model, id: DeviceId, fx: &mut Vec<Effect>) {
         });
     }
     if !model.flow.check_deferred {
-        fx.push(Effect::CheckPackage {
-            device: Some(id),
-            package,
-            modem_revision: model.config.modem_revision.clone(),
-            override_phrase: None,
-        });
+        let modem_revision = model.config.modem_revision.clone();
+        check(model, id, package, modem_revision, None, fx);
     }
     match view {
         Some(v) if v.present && v.class.mode == Mode::Edl => {
@@ -195,12 +191,8 @@ pub(super) fn on_normal_identified(
             };
             if std::mem::take(&mut model.flow.check_deferred) {
                 if let Some(package) = model.config.package.clone() {
-                    fx.push(Effect::CheckPackage {
-                        device: Some(device),
-                        package,
-                        modem_revision: model.config.modem_revision.clone().or(revision),
-                        override_phrase: None,
-                    });
+                    let modem_revision = model.config.modem_revision.clone().or(revision);
+                    check(model, device, package, modem_revision, None, fx);
                 }
             }
         }
@@ -357,9 +349,9 @@ fn refusal(review: &PlanReview) -> Problem {
 }
 
 /// A package check finished.
-pub(super) fn on_checked(model: &mut Model, result: Result<Box<PlanReview>, Problem>) {
-    if model.flow.stage != Stage::Checking {
-        // Nobody waits for a check now (a duplicate or late answer).
+pub(super) fn on_checked(model: &mut Model, token: u32, result: Result<Box<PlanReview>, Problem>) {
+    if model.flow.stage != Stage::Checking || token != model.flow.check_token {
+        // Nobody waits for this check now (a late answer, or one for another modem).
         return;
     }
     match result {
@@ -400,11 +392,28 @@ pub(super) fn submit_override(model: &mut Model, typed: &str, fx: &mut Vec<Effec
     model.overlay = Overlay::None;
     model.flow.problem = None;
     model.flow.stage = Stage::Checking;
+    let modem_revision = model.config.modem_revision.clone();
+    check(model, device, package, modem_revision, Some(phrase), fx);
+}
+
+/// Ask for a package check under a new token; only its answer counts.
+fn check(
+    model: &mut Model,
+    device: DeviceId,
+    package: std::path::PathBuf,
+    modem_revision: Option<String>,
+    override_phrase: Option<String>,
+    fx: &mut Vec<Effect>,
+) {
+    let token = model.next_check;
+    model.next_check = model.next_check.wrapping_add(1).max(1);
+    model.flow.check_token = token;
     fx.push(Effect::CheckPackage {
+        token,
         device: Some(device),
         package,
-        modem_revision: model.config.modem_revision.clone(),
-        override_phrase: Some(phrase),
+        modem_revision,
+        override_phrase,
     });
 }
 

@@ -189,13 +189,18 @@ pub(super) fn on_key(model: &mut Model, key: KeyEvent, fx: &mut Vec<Effect>) {
             Stage::Armed { .. } => flow::disarm(model),
             _ => {}
         },
-        // No way back from Checking: its answer carries no token, so a late answer could not
-        // be told from the answer to a new check.
-        KeyCode::Esc => {
-            if let Stage::Armed { .. } = model.flow.stage {
-                flow::disarm(model)
+        // Back from Checking: the check's late answer carries a token nobody waits for.
+        KeyCode::Esc => match model.flow.stage {
+            Stage::Armed { .. } => flow::disarm(model),
+            Stage::Checking => {
+                model.flow.stage = Stage::Idle;
+                model.flow.check_token = 0;
+                model.flow.at_pending = false;
+                model.flow.check_deferred = false;
+                model.flow.identify_pending = false;
             }
-        }
+            _ => {}
+        },
         KeyCode::Char('b') if model.config.demo.is_some() => {
             fx.push(Effect::Bench(BenchAction::BridgePinsAndPowerCycle))
         }

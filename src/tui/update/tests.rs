@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+use crate::device::bootloop::LoopStatus;
 use crate::device::classify::Mode;
 use crate::device::identity::DeviceId;
 use crate::device::{DeviceChange, DeviceEvent, DeviceSnapshot};
@@ -197,11 +198,17 @@ fn refused(phrase: Option<&str>) -> CompatReport {
     }
 }
 
-fn checked(r: PlanReview, t_ms: u64) -> Msg {
-    Msg::Checked {
-        result: Ok(Box::new(r)),
-        t_ms,
-    }
+/// The answer to the check the flow waits for.
+fn check_answer(m: &mut Model, r: PlanReview, t_ms: u64) -> Vec<Effect> {
+    let token = m.flow.check_token;
+    update(
+        m,
+        Msg::Checked {
+            token,
+            result: Ok(Box::new(r)),
+            t_ms,
+        },
+    )
 }
 
 fn engine(job: JobId, t_ms: u64, event: EngineEvent) -> Msg {
@@ -250,7 +257,7 @@ fn ready_with_present_edl() -> (Model, DeviceId, DeviceSnapshot) {
     update(&mut m, appear(1_000, &d));
     let id = id_of(&m, 3);
     update(&mut m, key(KeyCode::Enter));
-    update(&mut m, checked(review(true, not_checked()), 1_500));
+    check_answer(&mut m, review(true, not_checked()), 1_500);
     assert_eq!(m.flow.stage, Stage::Ready);
     (m, id, d)
 }
@@ -355,6 +362,7 @@ fn enter_on_a_present_edl_modem_checks_the_package_and_identifies_it() {
         fx,
         vec![
             Effect::CheckPackage {
+                token: 1,
                 device: Some(id),
                 package: PathBuf::from("/pkgs/RM502QAEAAR13A02M4G.zip"),
                 modem_revision: Some("RM502QAEAAR11A03M4G".into()),
@@ -384,15 +392,28 @@ fn enter_on_a_present_edl_modem_checks_the_package_and_identifies_it() {
     );
     assert_eq!(m.identities[&id].info, info);
     assert_eq!(m.identities[&id].t_ms, 1_200);
-    // A failed check returns to Idle with its problem.
+    // A failed check returns to Idle with its problem; an answer to another check (a stale
+    // token) changes nothing.
     let p = Problem {
         what: "The package is damaged".into(),
         why: "md5 mismatch".into(),
         next: "download it again".into(),
     };
+    assert_eq!(m.flow.check_token, 1);
     update(
         &mut m,
         Msg::Checked {
+            token: 8,
+            result: Err(p.clone()),
+            t_ms: 1_250,
+        },
+    );
+    assert_eq!(m.flow.stage, Stage::Checking);
+    assert_eq!(m.flow.problem, None);
+    update(
+        &mut m,
+        Msg::Checked {
+            token: 1,
             result: Err(p.clone()),
             t_ms: 1_300,
         },
@@ -446,7 +467,7 @@ fn a_normal_mode_modem_without_ports_is_checked_and_confirming_opens_the_pin_scr
     let p = m.flow.problem.clone().unwrap();
     assert!(p.next.contains("bridge USB_BOOT (press p"), "{p:?}");
     assert!(p.why.contains("no DM port"), "{p:?}");
-    update(&mut m, checked(review(true, not_checked()), 500));
+    check_answer(&mut m, review(true, not_checked()), 500);
     assert_eq!(m.flow.stage, Stage::Ready);
     update(&mut m, ch('f'));
     assert_eq!(m.overlay, Overlay::ConfirmFlash);
@@ -480,7 +501,7 @@ fn a_bridged_modem_that_comes_back_unlinked_is_adopted_only_when_it_is_the_one_e
     update(&mut m, appear(0, &normal(5)));
     let old = id_of(&m, 5);
     update(&mut m, key(KeyCode::Enter));
-    update(&mut m, checked(review(true, not_checked()), 100));
+    check_answer(&mut m, review(true, not_checked()), 100);
     update(&mut m, ch('p'));
     assert_eq!(
         m.overlay,
@@ -504,7 +525,7 @@ fn a_bridged_modem_that_comes_back_unlinked_is_adopted_only_when_it_is_the_one_e
     let mut m = model();
     update(&mut m, appear(0, &normal(5)));
     update(&mut m, key(KeyCode::Enter));
-    update(&mut m, checked(review(true, not_checked()), 100));
+    check_answer(&mut m, review(true, not_checked()), 100);
     update(&mut m, ch('f'));
     update(&mut m, ch('y'));
     update(&mut m, appear(200, &edl(11)));
@@ -524,7 +545,7 @@ fn refused_package_override_must_be_typed_exactly() {
         update(&mut m, key(KeyCode::Enter));
         (m, id, d)
     };
-    update(&mut m, checked(review(false, refused(Some(PHRASE))), 300));
+    check_answer(&mut m, review(false, refused(Some(PHRASE))), 300);
     assert_eq!(m.flow.stage, Stage::Refused);
     let p = m.flow.problem.clone().unwrap();
     assert_eq!(p.what, "The package is for another baseline (R13 over R11)");
@@ -569,6 +590,7 @@ fn refused_package_override_must_be_typed_exactly() {
     assert_eq!(
         fx,
         vec![Effect::CheckPackage {
+            token: 2,
             device: Some(id),
             package: PathBuf::from("/pkgs/RM502QAEAAR13A02M4G.zip"),
             modem_revision: Some("RM502QAEAAR11A03M4G".into()),
@@ -577,7 +599,7 @@ fn refused_package_override_must_be_typed_exactly() {
     );
     assert_eq!(m.flow.stage, Stage::Checking);
     assert_eq!(m.overlay, Overlay::None);
-    update(&mut m, checked(review(true, not_checked()), 900));
+    check_answer(&mut m, review(true, not_checked()), 900);
     assert_eq!(m.flow.stage, Stage::Ready);
 }
 
@@ -586,7 +608,7 @@ fn a_refusal_without_an_override_offers_no_input() {
     let mut m = model();
     update(&mut m, appear(0, &edl(3)));
     update(&mut m, key(KeyCode::Enter));
-    update(&mut m, checked(review(false, refused(None)), 300));
+    check_answer(&mut m, review(false, refused(None)), 300);
     assert_eq!(m.flow.stage, Stage::Refused);
     update(&mut m, ch('o'));
     assert_eq!(m.overlay, Overlay::None);
@@ -641,7 +663,7 @@ fn confirm_arms_the_catch_and_the_next_window_starts_the_flash_in_the_same_updat
     );
     assert!(m.flow.identify_pending);
     assert_eq!(m.flow.problem, None, "a 9008 loop is the EDL path");
-    update(&mut m, checked(review(true, not_checked()), 38_500));
+    check_answer(&mut m, review(true, not_checked()), 38_500);
     update(&mut m, ch('f'));
     let fx = update(&mut m, ch('y'));
     assert!(fx.is_empty());
@@ -690,7 +712,7 @@ fn a_window_closing_soon_is_not_used_the_next_one_is() {
             .any(|e| matches!(e, Effect::Identify { device, .. } if *device == id)),
         "{fx:?}"
     );
-    update(&mut m, checked(review(true, not_checked()), 49_500));
+    check_answer(&mut m, review(true, not_checked()), 49_500);
     // The window opened at 42 s closes at about 52 s: 2.5 s left is too short.
     update(&mut m, ch('f'));
     let fx = update(&mut m, ch('y'));
@@ -718,7 +740,7 @@ fn esc_disarms_and_enter_on_another_modem_does_not_restart_while_armed() {
     let other = id_of(&m, 7);
     m.selected = Some(first);
     update(&mut m, key(KeyCode::Enter));
-    update(&mut m, checked(review(true, not_checked()), 38_200));
+    check_answer(&mut m, review(true, not_checked()), 38_200);
     update(&mut m, ch('f'));
     update(&mut m, ch('y'));
     assert!(matches!(m.flow.stage, Stage::Armed { .. }));
@@ -750,7 +772,7 @@ fn pin_screen_bells_on_9008_seen_and_on_the_programmer_upload() {
     let d = edl(3);
     looping_edl(&mut m, &d);
     update(&mut m, key(KeyCode::Enter));
-    update(&mut m, checked(review(true, not_checked()), 38_500));
+    check_answer(&mut m, review(true, not_checked()), 38_500);
     update(&mut m, ch('f'));
     update(&mut m, ch('y'));
     update(&mut m, ch('p'));
@@ -806,7 +828,7 @@ fn pin_screen_bells_on_9008_seen_and_on_the_programmer_upload() {
     });
     looping_edl(&mut m, &d);
     update(&mut m, key(KeyCode::Enter));
-    update(&mut m, checked(review(true, not_checked()), 38_500));
+    check_answer(&mut m, review(true, not_checked()), 38_500);
     update(&mut m, ch('p'));
     update(&mut m, ch('y'));
     let fx = update(&mut m, appear(42_000, &d));
@@ -1161,7 +1183,7 @@ fn a_running_modem_is_identified_over_at_checked_against_its_revision_and_switch
         other => panic!("{other:?}"),
     }
     assert_eq!(m.at_identities[&id].id.imei.as_ref().unwrap().digits, IMEI);
-    update(&mut m, checked(review(true, not_checked()), 500));
+    check_answer(&mut m, review(true, not_checked()), 500);
     assert_eq!(m.flow.stage, Stage::Ready);
     update(&mut m, ch('f'));
     // The plan first, then the switch, each confirmed.
@@ -1234,7 +1256,7 @@ fn a_failed_diag_switch_says_so_and_offers_the_pins() {
         &mut m,
         identified(id, at_id(IMEI, 1, "RM502QAEAAR13A01M4G"), 100),
     );
-    update(&mut m, checked(review(true, not_checked()), 500));
+    check_answer(&mut m, review(true, not_checked()), 500);
     update(&mut m, ch('f'));
     update(&mut m, ch('y'));
     // `p` in the switch question: the pin screen instead.
@@ -1549,7 +1571,7 @@ fn crash_dump_while_armed_is_explained_and_the_catch_stays() {
     let d = edl(3);
     looping_edl(&mut m, &d);
     update(&mut m, key(KeyCode::Enter));
-    update(&mut m, checked(review(true, not_checked()), 38_500));
+    check_answer(&mut m, review(true, not_checked()), 38_500);
     update(&mut m, ch('f'));
     update(&mut m, ch('y'));
     let c = {
@@ -1693,13 +1715,14 @@ mod props {
                     }
                     Op::Checked(ok, flash) => {
                         let compat = if flash { not_checked() } else { refused(Some(PHRASE)) };
-                        if ok {
-                            checked(review(flash, compat), t)
-                        } else {
-                            Msg::Checked {
-                                result: Err(no_problem()),
-                                t_ms: t,
-                            }
+                        Msg::Checked {
+                            token: m.flow.check_token,
+                            result: if ok {
+                                Ok(Box::new(review(flash, compat)))
+                            } else {
+                                Err(no_problem())
+                            },
+                            t_ms: t,
                         }
                     }
                     Op::Engine(k, i, n) => engine(job, t, engine_event(k, i, n)),
@@ -1756,4 +1779,93 @@ mod props {
             next: "n".into(),
         }
     }
+}
+
+#[test]
+fn a_single_mode_switch_is_no_suspected_loop_but_a_repeat_is() {
+    let mut m = model();
+    update(&mut m, appear(0, &normal_ported(5)));
+    let id = id_of(&m, 5);
+    update(&mut m, vanish(1_000, &normal_ported(5)));
+    update(&mut m, appear(2_000, &edl(5)));
+    assert_eq!(id_of(&m, 5), id, "one unit across the switch");
+    let raw = m.loop_status(id);
+    assert!(m.mode_switches_only(id));
+    assert_eq!(m.shown_loop_status(id, &raw), LoopStatus::None, "{raw:?}");
+    // Back in EDL once more the same way: that is how a loop starts.
+    update(&mut m, vanish(3_000, &edl(5)));
+    update(&mut m, appear(4_000, &edl(5)));
+    assert!(!m.mode_switches_only(id));
+    let raw = m.loop_status(id);
+    assert_eq!(m.shown_loop_status(id, &raw), raw);
+}
+
+#[test]
+fn the_headline_says_uploading_while_the_programmer_goes_up() {
+    let (mut m, _, job) = flashing();
+    update(&mut m, engine(job, 1_000, plan_event()));
+    update(
+        &mut m,
+        engine(
+            job,
+            1_010,
+            EngineEvent::StepStarted {
+                index: 0,
+                kind: StepKind::SaharaUpload,
+                name: "programmer".into(),
+                bytes: 600_000,
+            },
+        ),
+    );
+    assert!(m.uploading());
+    assert_eq!(m.workflow_text().title, "Uploading the programmer");
+    update(
+        &mut m,
+        engine(
+            job,
+            1_500,
+            EngineEvent::StepFinished {
+                index: 0,
+                bytes: 600_000,
+                elapsed_ms: 490,
+                bytes_per_s: 1.2e6,
+            },
+        ),
+    );
+    update(
+        &mut m,
+        engine(
+            job,
+            1_510,
+            EngineEvent::StepStarted {
+                index: 1,
+                kind: StepKind::Program,
+                name: "sbl".into(),
+                bytes: 1 << 20,
+            },
+        ),
+    );
+    assert!(!m.uploading());
+    assert_eq!(m.workflow_text().title, "Flashing: sbl");
+}
+
+#[test]
+fn esc_leaves_a_check_and_its_late_answer_is_ignored() {
+    let mut m = model();
+    update(&mut m, appear(0, &edl(3)));
+    update(&mut m, key(KeyCode::Enter));
+    assert_eq!(m.flow.stage, Stage::Checking);
+    update(&mut m, key(KeyCode::Esc));
+    assert_eq!(m.flow.stage, Stage::Idle);
+    let fx = update(
+        &mut m,
+        Msg::Checked {
+            token: 1,
+            result: Ok(Box::new(review(true, not_checked()))),
+            t_ms: 900,
+        },
+    );
+    assert!(fx.is_empty());
+    assert_eq!(m.flow.stage, Stage::Idle);
+    assert_eq!(m.flow.review, None);
 }

@@ -53,7 +53,7 @@ pub(crate) fn render(ctx: &Ctx, area: Rect, buf: &mut Buffer) {
         let selected = Some(d.id) == ctx.m.selected;
         let (mode, mode_style) = mode_word(&d.class, t);
         let serial = d.class.serial(&d.device).unwrap_or("–");
-        let badge = loop_badge(&d.loop_status, t);
+        let badge = loop_badge(&ctx.m.shown_loop_status(d.id, &d.loop_status), t);
         let state = if d.present { "here" } else { "gone" };
         let mut cells = vec![
             Cell::from(if selected { "▶" } else { " " }),

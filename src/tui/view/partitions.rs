@@ -103,6 +103,22 @@ pub(crate) fn first_row(n: usize, anchor: usize, visible: usize) -> usize {
     anchor.saturating_sub(lead).min(n - visible)
 }
 
+/// The rate has settled enough for an estimate: some seconds in and a share of the bytes
+/// written. Before that, the first chunks (and the programmer upload) give absurd estimates.
+pub(crate) fn settled(done: u64, total: u64, elapsed_ms: u64) -> bool {
+    elapsed_ms >= SETTLE_MS && done.saturating_mul(SETTLE_SHARE) >= total && done > 0
+}
+
+/// A row's own estimate is shown once a share of it is written.
+fn row_settled(r: &PartRow) -> bool {
+    r.done > 0 && r.done.saturating_mul(SETTLE_SHARE) >= r.bytes
+}
+
+/// Estimates wait this long into the flash …
+const SETTLE_MS: u64 = 2_000;
+/// … and for 1/SETTLE_SHARE of the bytes.
+const SETTLE_SHARE: u64 = 20;
+
 fn overall_line(ctx: &Ctx, f: &FlashView, width: u16) -> Line<'static> {
     let t = &ctx.t;
     let now = ctx.m.now_ms;
@@ -133,8 +149,10 @@ fn overall_line(ctx: &Ctx, f: &FlashView, width: u16) -> Line<'static> {
         Some(false) => tail.push_str(&format!("stopped after {}", dur(elapsed_ms))),
         None => {
             tail.push_str(&rate(speed));
-            if speed > 0.0 {
+            if speed > 0.0 && settled(done, f.total_bytes, elapsed_ms) {
                 tail.push_str(&format!(" · ETA {}", eta(remaining as f64 / speed)));
+            } else {
+                tail.push_str(" · ETA —");
             }
         }
     }
@@ -203,7 +221,10 @@ pub(crate) fn render(ctx: &Ctx, area: Rect, buf: &mut Buffer) {
             ),
             RowState::Active if r.bytes > 0 => (
                 rate(r.bytes_per_s),
-                r.eta_s.map(eta).unwrap_or_else(|| "–".into()),
+                r.eta_s
+                    .filter(|_| row_settled(r))
+                    .map(eta)
+                    .unwrap_or_else(|| "—".into()),
             ),
             _ => (String::new(), String::new()),
         };
@@ -298,6 +319,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn estimates_wait_for_the_rate_to_settle() {
+        assert!(!settled(0, 100, 10_000));
+        assert!(!settled(50, 100, 1_000), "too early");
+        assert!(!settled(4, 100, 10_000), "too little written");
+        assert!(settled(5, 100, 2_000));
     }
 
     #[test]

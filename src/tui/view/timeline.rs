@@ -202,7 +202,8 @@ pub(crate) fn render(ctx: &Ctx, area: Rect, buf: &mut Buffer) {
     };
     let empty = Vec::new();
     let history = ctx.m.history.get(&d.id).unwrap_or(&empty);
-    let status = &d.loop_status;
+    let shown = ctx.m.shown_loop_status(d.id, &d.loop_status);
+    let status = &shown;
     let now = ctx.m.now_ms;
     let (strip_line, axis) = strip(ctx, history, status, inner.width as usize);
     let mut lines = vec![strip_line, axis];

@@ -457,11 +457,16 @@ fn next_lines(ctx: &Ctx) -> Vec<Line<'static>> {
                 .as_ref()
                 .and_then(|f| f.active())
                 .map(|r| r.name.clone());
-            out.push(Line::styled(
+            let doing = if m.uploading() {
+                "UPLOADING the programmer".to_string()
+            } else {
                 format!(
-                    "FLASHING{} — do not unplug or power off the modem.",
+                    "FLASHING{}",
                     active.map(|a| format!(" {a}")).unwrap_or_default()
-                ),
+                )
+            };
+            out.push(Line::styled(
+                format!("{doing} — do not unplug or power off the modem."),
                 t.warn,
             ));
             out.push(Line::from(vec![
