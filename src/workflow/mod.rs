@@ -392,6 +392,33 @@ pub trait Machine {
     fn step(&mut self, obs: Observation) -> Action;
 }
 
+/// How the modem came back after a flash, when `obs` ends the wait for normal mode (`waiting`:
+/// the wait ran out) or the verify (`verifying`: its AT identity, or the AT failure). `None`
+/// for any other observation. Update, unbrick and restore end the same way on it: the verdict
+/// of [`verdict::judge`].
+pub(crate) fn flash_return(
+    waiting: bool,
+    verifying: bool,
+    obs: &Observation,
+) -> Option<verdict::Return> {
+    match obs {
+        Observation::WaitExpired {
+            waited_ms,
+            last_mode,
+        } if waiting => Some(verdict::Return::NoReturn {
+            waited_ms: *waited_ms,
+            last_mode: last_mode.map(|m| m.words().to_string()),
+        }),
+        Observation::NormalIdentity { identity } if verifying => {
+            Some(verdict::Return::Normal(identity.clone()))
+        }
+        Observation::Failed { said, .. } if verifying => Some(verdict::Return::Unidentified {
+            why: format!("{}: {}", said.what, said.why),
+        }),
+        _ => None,
+    }
+}
+
 /// The stop for an observation a state does not expect.
 pub(crate) fn unexpected(workflow: &str, state: &str, obs: &Observation, changed: bool) -> Stop {
     let seen = match obs {

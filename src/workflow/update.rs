@@ -12,10 +12,10 @@
 //! before the switch by the IMEI the modem reports (the backups record it) — and is refused
 //! before the modem is touched otherwise.
 
-use super::verdict::{judge, Expectation, Return};
+use super::verdict::{judge, Expectation};
 use super::{
-    failed, refused, unexpected, Action, Channel, Machine, Mode, Observation, PackageCheck,
-    Question, Stop, StopKind, Want, MAX_STEPS,
+    failed, flash_return, refused, unexpected, Action, Channel, Machine, Mode, Observation,
+    PackageCheck, Question, Stop, StopKind, Want, MAX_STEPS,
 };
 use crate::engine::at::NormalIdentity;
 
@@ -156,6 +156,14 @@ impl Machine for Update {
             return self.stop(s);
         }
         let changed = self.changed();
+        if let Some(ret) = flash_return(
+            self.state == State::WaitingNormal,
+            self.state == State::Verifying,
+            &obs,
+        ) {
+            let verdict = judge(&self.expectation(), &ret);
+            return self.end(Action::Done { verdict });
+        }
         match (self.state, obs) {
             (
                 State::Start,
@@ -312,29 +320,6 @@ impl Machine for Update {
                     mode: Mode::Normal, ..
                 },
             ) => self.go(State::Verifying, Action::Verify),
-            (State::WaitingNormal, Observation::WaitExpired { waited_ms, last_mode }) => {
-                let v = judge(
-                    &self.expectation(),
-                    &Return::NoReturn {
-                        waited_ms,
-                        last_mode: last_mode.map(|m| m.words().to_string()),
-                    },
-                );
-                self.end(Action::Done { verdict: v })
-            }
-            (State::Verifying, Observation::NormalIdentity { identity }) => {
-                let v = judge(&self.expectation(), &Return::Normal(identity));
-                self.end(Action::Done { verdict: v })
-            }
-            (State::Verifying, Observation::Failed { said, .. }) => {
-                let v = judge(
-                    &self.expectation(),
-                    &Return::Unidentified {
-                        why: format!("{}: {}", said.what, said.why),
-                    },
-                );
-                self.end(Action::Done { verdict: v })
-            }
             (_, Observation::Failed { said, .. }) => self.stop(failed(&said, changed)),
             (state, obs) => {
                 let s = unexpected(NAME, state_words(state), &obs, changed);
