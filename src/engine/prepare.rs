@@ -991,7 +991,7 @@ fn compatibility(
     };
     if revisions.is_empty() {
         let why = "qrescue cannot tell which firmware revision this package holds (neither its folder or zip name nor its contents.xml names one), so it cannot check it against the modem".to_string();
-        let next = "Keep the package under the name Quectel gave it (e.g. EC25EFAR06A08M4G_01.001.01.001), or flash without --modem-revision after checking yourself that it is for this exact model, variant and baseline".to_string();
+        let next = "Keep the package under the name Quectel gave it (e.g. EC25EFAR06A08M4G_01.001.01.001), or, with `qrescue flash`, leave out --modem-revision after checking yourself that it is for this exact model, variant and baseline".to_string();
         refusals.push(Reason {
             stage: Stage::Compatibility,
             what: format!("the package's revision is unknown, so it cannot be checked against the modem's {modem}"),

@@ -476,16 +476,25 @@ pub(crate) fn refused(check: &PackageCheck, changed: bool, after: &str) -> Stop 
         .map(|r| r.why.trim_end_matches('.'))
         .collect::<Vec<_>>()
         .join(". ");
-    let mut next: Vec<&str> = Vec::new();
-    for r in &check.reasons {
-        if !next.contains(&r.next.as_str()) {
-            next.push(&r.next);
+    let mut parts: Vec<&str> = Vec::new();
+    for r in check.reasons.iter().map(|r| r.next.as_str()).chain([after]) {
+        let r = r.trim();
+        if !r.is_empty() && !parts.contains(&r) {
+            parts.push(r);
         }
     }
-    let mut next = next.join(" ");
-    if !after.is_empty() {
-        next = format!("{next} {after}").trim().to_string();
-    }
+    // Each piece is a sentence of its own, whether or not it ends with a full stop.
+    let next = parts
+        .iter()
+        .map(|p| {
+            if p.ends_with(['.', '!', '?']) {
+                p.to_string()
+            } else {
+                format!("{p}.")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     Stop::new(StopKind::Refused, what, why, next, changed)
 }
 
