@@ -294,8 +294,9 @@ fn bench_quick_reports_every_figure() {
     for want in [
         "sahara upload 600 KiB, in-process",
         "sahara upload 600 KiB, over a pty",
-        "flash 16 MiB NAND image, in-process",
-        "flash 16 MiB NAND image, over a pty",
+        "flash 16 MiB NAND image, in-process, SHA-256 on",
+        "flash 16 MiB NAND image, over a pty, SHA-256 on",
+        "flash 16 MiB NAND image, in-process, bare engine",
         "peak RSS of qrescue flash, 64 MiB package",
         "appearance -> first Sahara answer, median",
         "appearance -> first Sahara answer, p99",

@@ -1,9 +1,12 @@
 //! `qrescue bench`: measures what the issues ask for and prints a table (never a pass/fail):
 //! Sahara upload of a 600 KiB programmer in-process and over a pty; flash throughput of a
-//! 64 MiB image in-process and over a pty (MB/s and CPU seconds); peak RSS of `qrescue flash`
-//! writing a 512 MiB package through a pty to `qrescue sim` (it must stream, not load images);
-//! and the latency from an emulated device's appearance to its first Sahara packet answered, over
-//! 200 appearances of a boot loop followed through the emulator's announcement socket.
+//! 64 MiB image in-process and over a pty with SHA-256 on (journaled, as `qrescue flash`
+//! runs) and in-process without (MB/s and CPU seconds per GiB); peak RSS of `qrescue flash
+//! PACKAGE` writing a 1 GiB package through a pty to `qrescue sim` (it must stream, not load
+//! images); the latency from an emulated device's appearance to its first Sahara packet
+//! answered, over 200 appearances of a boot loop followed through the emulator's announcement
+//! socket; the resume cost ([`super::bench_resume`]); station scaling
+//! ([`super::bench_station`]); and the console's figures ([`super::bench_console`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,6 +23,8 @@ use crate::device::sim_wire::SimHeader;
 use crate::device::{DeviceChange, DeviceSource};
 use crate::engine::events::{EngineEvent, StepKind};
 use crate::engine::flash::{self, FlashJob, FlashPlan};
+use crate::engine::journal::JournalStore;
+use crate::engine::resume::{flash_resumable, Link, ResumeOptions};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
 use crate::protocol::sahara::packet::Packet;
 use crate::sim::announce::Announcer;
@@ -175,7 +180,11 @@ struct FlashFigures {
     process_cpu_s: f64,
 }
 
-fn flash_bench(over_pty: bool, xml: &Path) -> crate::Result<FlashFigures> {
+/// Flash the one-image package `xml` into an unthrottled emulated unit. With `journal`, as
+/// `qrescue flash PACKAGE` does: through [`flash_resumable`] with a journal in that folder, so
+/// every image byte is hashed (SHA-256) on its way and each finished step is recorded with its
+/// digest; without, the bare engine ([`flash::run`]).
+fn flash_bench(over_pty: bool, xml: &Path, journal: Option<&Path>) -> crate::Result<FlashFigures> {
     let profile = Profile::by_name("rm502q").expect("built-in profile");
     let storage = StorageProfile::by_name("nand-em12g").expect("built-in storage");
     let plan = FlashPlan::from_xml(xml, None, None)?;
@@ -184,59 +193,87 @@ fn flash_bench(over_pty: bool, xml: &Path) -> crate::Result<FlashFigures> {
         reset: None,
         ..FlashJob::default()
     };
-    let run = |t: &mut dyn Transport| -> crate::Result<FlashFigures> {
-        let mut program = None;
-        let mut program_index = None;
-        let cpu0 = thread_cpu();
-        let pcpu0 = process_cpu();
-        flash::run(
-            t,
-            &plan,
-            &job,
-            &mut |e| {
-                if let EngineEvent::StepStarted { index, kind, .. } = &e {
-                    if *kind == StepKind::Program {
-                        program_index = Some(*index);
-                    }
-                }
-                if let EngineEvent::StepFinished {
-                    index,
-                    bytes,
-                    elapsed_ms,
-                    ..
-                } = e
-                {
-                    if Some(index) == program_index {
-                        program = Some((bytes, elapsed_ms));
-                    }
-                }
-            },
-            &AtomicBool::new(false),
-        )?;
-        let (bytes, ms) = program.ok_or_else(|| bench_error("no program step ran", "?"))?;
-        Ok(FlashFigures {
-            mb_per_s: bytes as f64 / (ms.max(1) as f64 / 1000.0) / 1e6,
-            host_cpu_s: thread_cpu() - cpu0,
-            process_cpu_s: process_cpu() - pcpu0,
-        })
-    };
-    if over_pty {
+    let (host, _unit): (Box<dyn Transport>, InProcessModem) = if over_pty {
         let dev = PtyDevice::open().map_err(|e| bench_error("cannot open a pty", e))?;
         let path = dev.slave_path().to_path_buf();
-        let _unit = unit(dev, profile.clone(), storage);
-        let mut host =
+        let unit = unit(dev, profile.clone(), storage);
+        let host =
             SerialTransport::open(&path).map_err(|e| bench_error("cannot open the pty", e))?;
-        run(&mut host)
+        (Box::new(host), unit)
     } else {
-        let (mut host, dev) = pipe::pair(Framing::Stream);
-        let _unit = unit(dev, profile.clone(), storage);
-        run(&mut host)
+        let (host, dev) = pipe::pair(Framing::Stream);
+        (Box::new(host), unit(dev, profile.clone(), storage))
+    };
+    let mut program = None;
+    let mut program_index = None;
+    let mut on_event = |e: EngineEvent| {
+        if let EngineEvent::StepStarted { index, kind, .. } = &e {
+            if *kind == StepKind::Program {
+                program_index = Some(*index);
+            }
+        }
+        if let EngineEvent::StepFinished {
+            index,
+            bytes,
+            elapsed_ms,
+            ..
+        } = e
+        {
+            if Some(index) == program_index {
+                program = Some((bytes, elapsed_ms));
+            }
+        }
+    };
+    let cancel = AtomicBool::new(false);
+    let cpu0 = thread_cpu();
+    let pcpu0 = process_cpu();
+    match journal {
+        Some(dir) => {
+            let store = JournalStore::at(dir);
+            let mut link = Some(Link {
+                transport: host,
+                appeared: Instant::now(),
+                window: None,
+                port: "bench".into(),
+            });
+            let mut reconnect = |_w: Duration| -> crate::Result<Option<Link>> { Ok(link.take()) };
+            let opts = ResumeOptions {
+                package: "bench".into(),
+                return_wait: Duration::from_secs(10),
+                max_attempts: 1,
+                ..ResumeOptions::default()
+            };
+            flash_resumable(
+                &mut reconnect,
+                &plan,
+                &job,
+                &store,
+                &opts,
+                &mut on_event,
+                &mut |_| {},
+                &cancel,
+            )?;
+        }
+        None => {
+            flash::run(host, &plan, &job, &mut on_event, &cancel)?;
+        }
     }
+    let host_cpu_s = thread_cpu() - cpu0;
+    let process_cpu_s = process_cpu() - pcpu0;
+    let (bytes, ms) = program.ok_or_else(|| bench_error("no program step ran", "?"))?;
+    Ok(FlashFigures {
+        mb_per_s: bytes as f64 / (ms.max(1) as f64 / 1000.0) / 1e6,
+        host_cpu_s,
+        process_cpu_s,
+    })
 }
 
-/// Write `bytes` of seeded random data to `path` in 1 MiB pieces.
-fn random_file(path: &Path, bytes: u64, seed: u64) -> crate::Result<()> {
+/// Write `bytes` of seeded random data to `path` in 1 MiB pieces; returns its MD5 (upper-case
+/// hex, as md5.txt lists it).
+fn random_file(path: &Path, bytes: u64, seed: u64) -> crate::Result<String> {
+    use md5::Digest;
     use rand::{RngCore, SeedableRng};
+    let mut md5 = md5::Md5::new();
     let mut f = std::io::BufWriter::new(
         std::fs::File::create(path).map_err(|e| bench_error("cannot create an image", e))?,
     );
@@ -246,11 +283,13 @@ fn random_file(path: &Path, bytes: u64, seed: u64) -> crate::Result<()> {
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
         rng.fill_bytes(&mut buf[..n]);
+        md5.update(&buf[..n]);
         std::io::Write::write_all(&mut f, &buf[..n])
             .map_err(|e| bench_error("cannot write an image", e))?;
         left -= n as u64;
     }
-    std::io::Write::flush(&mut f).map_err(|e| bench_error("cannot write an image", e))
+    std::io::Write::flush(&mut f).map_err(|e| bench_error("cannot write an image", e))?;
+    Ok(hex::encode_upper(md5.finalize()))
 }
 
 /// The high-water mark of a process's resident memory (KiB), from /proc. Unlike a child's
@@ -263,29 +302,49 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Peak RSS (KiB) of `qrescue flash` writing a `mib` MiB package (one image on LUN 0 of the
-/// emulated UFS storage) through a pty to `qrescue sim`, both child processes of this one.
+/// Peak RSS (KiB) of `qrescue flash PACKAGE` writing a `mib` MiB package (one image on LUN 0
+/// of the emulated UFS storage) through a pty to `qrescue sim`, both child processes of this
+/// one. The package path is the one people use: md5.txt checked, the plan built, the flash
+/// journaled (every byte hashed) in a data folder of its own.
 fn rss_bench(dir: &Path, mib: u64) -> crate::Result<(u64, u64, f64)> {
     let exe = std::env::current_exe().map_err(|e| bench_error("cannot find qrescue", e))?;
     let pkg = dir.join("rss-package");
     std::fs::create_dir_all(&pkg).map_err(|e| bench_error("cannot create the package", e))?;
+    let write = |name: &str, data: &[u8]| -> crate::Result<String> {
+        use md5::Digest;
+        std::fs::write(pkg.join(name), data)
+            .map_err(|e| bench_error("cannot write the package", e))?;
+        Ok(hex::encode_upper(md5::Md5::digest(data)))
+    };
     let bytes = mib << 20;
-    random_file(&pkg.join("system.img"), bytes, 5)?;
-    let xml = pkg.join("rawprogram0.xml");
-    std::fs::write(
-        &xml,
-        "<?xml version=\"1.0\" ?>\n<data>\n  <program SECTOR_SIZE_IN_BYTES=\"4096\" file_sector_offset=\"0\" filename=\"system.img\" label=\"system\" num_partition_sectors=\"0\" physical_partition_number=\"0\" start_sector=\"6\"/>\n</data>\n",
-    )
-    .map_err(|e| bench_error("cannot write the package XML", e))?;
-    let prog = pkg.join("prog_firehose_sdx55.elf");
-    std::fs::write(
-        &prog,
-        Profile::by_name("rm502q")
-            .expect("built-in")
-            .for_unit(1)
-            .programmer(1),
-    )
-    .map_err(|e| bench_error("cannot write the programmer", e))?;
+    let mut listed = vec![(
+        "system.img",
+        random_file(&pkg.join("system.img"), bytes, 5)?,
+    )];
+    listed.push((
+        "rawprogram0.xml",
+        write(
+            "rawprogram0.xml",
+            b"<?xml version=\"1.0\" ?>\n<data>\n  <program SECTOR_SIZE_IN_BYTES=\"4096\" file_sector_offset=\"0\" filename=\"system.img\" label=\"system\" num_partition_sectors=\"0\" physical_partition_number=\"0\" start_sector=\"6\"/>\n</data>\n",
+        )?,
+    ));
+    listed.push((
+        "prog_firehose_sdx55.elf",
+        write(
+            "prog_firehose_sdx55.elf",
+            &Profile::by_name("rm502q")
+                .expect("built-in")
+                .for_unit(1)
+                .programmer(1),
+        )?,
+    ));
+    let mut md5txt = String::from("VERSION:1.0\nFILE:START\n");
+    for (name, md5) in &listed {
+        md5txt.push_str(&format!("FILE:\\{name}:{md5}\n"));
+    }
+    md5txt.push_str("FILE:END\n");
+    std::fs::write(pkg.join("md5.txt"), md5txt)
+        .map_err(|e| bench_error("cannot write the package", e))?;
     let mut sim = Command::new(&exe)
         .args(["sim", "--pty", "--profile", "rm502q", "--storage", "ufs"])
         .stdin(Stdio::null())
@@ -312,16 +371,10 @@ fn rss_bench(dir: &Path, mib: u64) -> crate::Result<(u64, u64, f64)> {
     let pty = ready["pty"].as_str().unwrap_or_default().to_string();
     let started = Instant::now();
     let mut flash = Command::new(&exe)
-        .args([
-            "flash",
-            "--port",
-            &pty,
-            "--no-reset",
-            "--storage",
-            "ufs",
-            "--rawprogram",
-        ])
-        .arg(&xml)
+        .arg("flash")
+        .arg(&pkg)
+        .args(["--port", &pty, "--no-reset"])
+        .env(crate::engine::outcome::DATA_DIR_ENV, dir.join("rss-data"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -388,14 +441,32 @@ fn device_figures(
 
     let mib = if args.quick { 16 } else { 64 };
     let xml = one_image_package(dir, mib << 20)?;
-    for (pty, name) in [(false, "in-process"), (true, "over a pty")] {
-        let f = flash_bench(pty, &xml)?;
+    let runs = [
+        (false, true, "in-process, SHA-256 on"),
+        (true, true, "over a pty, SHA-256 on"),
+        (false, false, "in-process, bare engine"),
+    ];
+    for (n, (pty, sha, name)) in runs.into_iter().enumerate() {
+        let reps = if args.quick { 1 } else { 3 };
+        let mut all = Vec::new();
+        for r in 0..reps {
+            let journal = dir.join(format!("journal-{n}-{r}"));
+            all.push(flash_bench(pty, &xml, sha.then_some(journal.as_path()))?);
+        }
+        // The run with the median rate, whole (its CPU figures belong to it).
+        all.sort_by(|a, b| a.mb_per_s.total_cmp(&b.mb_per_s));
+        let f = &all[all.len() / 2];
+        let how = if sha {
+            "journaled as `qrescue flash` runs: every byte hashed, each step recorded"
+        } else {
+            "flash::run without a journal, nothing hashed"
+        };
         figures.push(fig(
             &format!("flash {mib} MiB NAND image, {name}"),
             f.mb_per_s,
             "MB/s",
             format!(
-                "8 KiB payloads; host thread CPU {:.2} s ({:.1} s/GiB), whole process CPU {:.2} s (incl. emulator)",
+                "median of {reps}; {how}; 8 KiB payloads; host thread CPU {:.2} s = {:.1} CPU s/GiB; whole process {:.2} s (incl. emulator)",
                 f.host_cpu_s,
                 f.host_cpu_s * 1024.0 / mib as f64,
                 f.process_cpu_s
@@ -403,14 +474,14 @@ fn device_figures(
         ));
     }
 
-    let rss_mib = if args.quick { 64 } else { 512 };
+    let rss_mib = if args.quick { 64 } else { 1024 };
     let (rss_kib, bytes, secs) = rss_bench(dir, rss_mib)?;
     figures.push(fig(
         &format!("peak RSS of qrescue flash, {rss_mib} MiB package"),
         rss_kib as f64 / 1024.0,
         "MiB",
         format!(
-            "VmHWM; one {} image on emulated UFS, through a pty to qrescue sim, in {:.1} s ({})",
+            "VmHWM; `qrescue flash PACKAGE` (md5.txt check, journal, SHA-256), one {} image on emulated UFS, through a pty to qrescue sim, in {:.1} s ({})",
             output::bytes(bytes),
             secs,
             output::rate(bytes as f64 / secs.max(1e-6))
