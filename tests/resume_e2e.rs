@@ -859,3 +859,97 @@ fn nand_windows_end_at_step_boundaries() {
 fn emmc_windows_end_at_confirmed_chunks() {
     bounded(|| one_piece_per_window("ec25", "emmc-msm8916"));
 }
+
+#[test]
+fn a_nand_partition_longer_than_the_boot_loop_window_stops_the_flash_with_the_reason() {
+    bounded(|| {
+        // NAND partitions are written whole, so one that takes longer than a window can never
+        // be written while the unit loops. Once the loop is known and the partition was cut off
+        // by a window's end, the flash stops and says which partition, how long it takes and how
+        // long a window is — instead of erasing it again in every window until the stall limit.
+        // A 0.9 s / 0.5 s loop, raw data at most 500 KB/s: the small first partitions fit a
+        // window, the biggest (> 400 KiB, > 0.8 s) never does.
+        let p = package("ec25", "nand-ec25e", 2304 * 1024);
+        let biggest = p.plan.steps.iter().map(|s| s.bytes()).max().unwrap();
+        assert!(biggest > 400 * 1024, "the package needs one big partition");
+        let hub = UsbHub::new();
+        let source = hub.source();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (unit, storage) = (p.unit.clone(), p.storage.clone());
+        let (s2, h2) = (stop.clone(), hub.clone());
+        let device = std::thread::spawn(move || {
+            let mut cfg = DeviceConfig::new(unit);
+            let mut programmer = Programmer::new(
+                &storage,
+                ProgrammerOptions {
+                    throughput_limit: Some(500_000),
+                    welcome_delay: Duration::from_millis(5),
+                    ..ProgrammerOptions::default()
+                },
+            );
+            let schedule = Schedule {
+                boot_loop: Some(BootLoop {
+                    period: Duration::from_millis(900),
+                    window: Duration::from_millis(500),
+                }),
+                ..Schedule::default()
+            };
+            run_on_usb(&mut cfg, &mut programmer, &h2, schedule, &s2, &mut |_| {}).unwrap();
+        });
+        let locks = tempfile::tempdir().unwrap();
+        let lock_dir = locks.path().to_path_buf();
+        let mut reconnect = SourceReconnect::new(
+            Box::new(source),
+            Box::new(move |snap| {
+                open_device(
+                    snap,
+                    &OpenOptions {
+                        lock_dir: Some(lock_dir.clone()),
+                        ..OpenOptions::default()
+                    },
+                )
+            }),
+        );
+        let data = tempfile::tempdir().unwrap();
+        let store = JournalStore::at(data.path().join("journals"));
+        let opts = ResumeOptions {
+            package: "generated".into(),
+            return_wait: Duration::from_secs(10),
+            // Far more than the loop needs to be known: only the new check can end it early.
+            max_stalls: 30,
+            max_attempts: 40,
+            ..ResumeOptions::default()
+        };
+        let result = flash_resumable(
+            &mut reconnect,
+            &p.plan,
+            &job(&p),
+            &store,
+            &opts,
+            &mut |_| {},
+            &mut |_| {},
+            &AtomicBool::new(false),
+        );
+        stop.store(true, Ordering::SeqCst);
+        device.join().unwrap();
+        hub.close();
+        let err = result.expect_err("the plan cannot finish inside the loop");
+        assert!(
+            err.what
+                .contains("cannot be written inside this modem's boot loop"),
+            "{}: {}",
+            err.what,
+            err.why
+        );
+        assert!(err.why.contains("window"), "{}", err.why);
+        assert!(
+            err.next.contains("run the same flash again"),
+            "{}",
+            err.next
+        );
+        // What the windows wrote stays journaled for the run after the loop is stopped.
+        let list = store.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(list[0].steps_done > 0 && !list[0].finished, "{:?}", list[0]);
+    });
+}

@@ -617,6 +617,11 @@ pub fn flash_resumable(
                 fixed,
                 w.as_secs_f64() - setup,
             );
+            if left.is_none() {
+                if let Some(e) = too_long_for_window(plan, j.state(), bps, w.as_secs_f64(), setup) {
+                    return Err(e);
+                }
+            }
             if let Some(left) = left {
                 let f = WindowForecast {
                     windows_total: attempts + left,
@@ -635,6 +640,53 @@ pub fn flash_resumable(
             }
         }
     }
+}
+
+/// The error for a plan that cannot finish inside the unit's boot loop: a step that must run
+/// whole (a NAND partition) was cut off by a window's end and takes longer at the measured
+/// rate than a window leaves after the setup. `None` while every step left fits, if only
+/// barely, or the too-long step was not tried yet: the margin [`windows_needed`] adds is left
+/// out and one real try is given, as estimates from a first window can be off (attempts in a
+/// row that make no progress are bounded anyway).
+fn too_long_for_window(
+    plan: &FlashPlan,
+    state: &JournalState,
+    bytes_per_s: f64,
+    window_s: f64,
+    setup_s: f64,
+) -> Option<Error> {
+    let usable = window_s - setup_s;
+    let work = work_left(plan, state);
+    let left = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !state.done.contains_key(i));
+    let (step, bytes, secs) = left.zip(work).find_map(|((i, step), w)| match w {
+        Work::Whole { bytes }
+            if bytes > 0 && bytes as f64 / bytes_per_s > usable && state.started.contains(&i) =>
+        {
+            Some((step, bytes, bytes as f64 / bytes_per_s))
+        }
+        _ => None,
+    })?;
+    let done = state.done.len();
+    Some(Error::new(
+        ErrorKind::DeviceLost,
+        format!(
+            "{} cannot be written inside this modem's boot loop",
+            step.name()
+        ),
+        format!(
+            "it is {:.1} MB and takes about {secs:.1} s at the measured {:.2} MB/s, but each {window_s:.1} s window leaves only {:.1} s once the programmer is ready; a NAND partition is written whole (never trusted half-written), so every window would erase it again and be cut off",
+            bytes as f64 / 1e6,
+            bytes_per_s / 1e6,
+            usable.max(0.0)
+        ),
+        format!(
+            "Stop the loop first: keep the modem in download mode through the power cycle (hold its USB_BOOT / EDL test point, or fix an unstable supply), then run the same flash again. Its journal keeps the {done} step(s) already written"
+        ),
+    ))
 }
 
 fn stalled(stalls: u32, last: Option<Error>) -> Error {
