@@ -351,6 +351,7 @@ fn bench_quick_reports_every_figure() {
         "console: time to first frame (demo, 80x24 pty)",
         "console: terminal bytes/s while idle",
         "console: terminal bytes/s during a flash",
+        "console: terminal bytes/s during a 16-device station run",
         "console: frame render time, median",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
