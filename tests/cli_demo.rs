@@ -283,6 +283,55 @@ fn json_mode_reports_the_devices_and_the_verdict() {
 }
 
 #[test]
+fn the_station_demo_flashes_every_modem_of_the_bench_at_once_and_writes_the_summary() {
+    let dir = tempdir();
+    let out_dir = dir.path().join("runs");
+    let text = demo_ok(&[
+        "--scenario",
+        "station",
+        "--units",
+        "4",
+        "--out",
+        s(&out_dir),
+    ]);
+    assert!(text.contains("qrescue demo (station)"), "{text}");
+    assert!(
+        text.contains("4 emulated RM502Q modems in download mode"),
+        "{text}"
+    );
+    assert!(text.contains("checked once for every modem"), "{text}");
+    let keys: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with('[') && l.contains(" found "))
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(keys.len(), 4, "four different modems: {text}");
+    // Each modem: found, written, restarted, then verified over AT, in that order.
+    for k in &keys {
+        let mine: Vec<&str> = text.lines().filter(|l| l.contains(k)).collect();
+        let pos = |w: &str| {
+            mine.iter()
+                .position(|l| l.contains(w))
+                .unwrap_or_else(|| panic!("{k}: {w} missing from {mine:#?}"))
+        };
+        assert!(pos(" found ") < pos(" written ") && pos(" written ") < pos(" VERIFIED "));
+    }
+    assert_eq!(text.matches(" VERIFIED ").count(), 4, "{text}");
+    assert!(
+        text.contains("Station: 4 of 4 modem(s) flashed and verified"),
+        "{text}"
+    );
+    let folder = out_dir.join("station-1");
+    assert!(
+        text.contains(&format!("Summary: {}", s(&folder.join("summary.json")))),
+        "{text}"
+    );
+    let csv = std::fs::read_to_string(folder.join("summary.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert_eq!(csv.matches(",verified,").count(), 4, "{csv}");
+}
+
+#[test]
 fn bench_quick_reports_every_figure() {
     // The benchmark's figures are for people (README, closing notes); this only checks that the
     // command keeps working and reports what it claims, never how fast anything is.
@@ -303,6 +352,7 @@ fn bench_quick_reports_every_figure() {
         "console: time to first frame (demo, 80x24 pty)",
         "console: terminal bytes/s while idle",
         "console: terminal bytes/s during a flash",
+        "console: terminal bytes/s during a 16-device station run",
         "console: frame render time, median",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");

@@ -342,3 +342,120 @@ fn the_executor_asks_a_running_modem_over_at_and_switches_it_over_diag() {
     };
     assert_eq!(edl.id(), "05c6:9008");
 }
+
+/// `A` from the console: the executor checks the package once and runs the station on fresh
+/// buses of an emulated bench (two modems in 9008); every event comes back as `Msg::Station`,
+/// then one `Msg::StationEnded` with the summary, and the model counts both modems verified.
+#[test]
+fn the_executor_runs_a_station_on_an_emulated_bench_and_the_model_follows_it() {
+    use qrescue::device::DeviceSource;
+    use qrescue::engine::station::{Bus, Note, Waits};
+    use qrescue::sim::fleet::{Fleet, FleetOptions};
+    use qrescue::tui::exec::StationSetup;
+    use qrescue::tui::update::update;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = Fleet::start(&FleetOptions {
+        units: 2,
+        per_hub: 2,
+        ..FleetOptions::default()
+    })
+    .unwrap();
+    let pkg = fleet
+        .emit_package(
+            &tmp.path().join("pkg"),
+            PackageOptions {
+                image_bytes: 512 * 1024,
+                seed: 4,
+            },
+        )
+        .unwrap();
+    let hubs = fleet.hubs().to_vec();
+    let folder = tmp.path().join("station-1");
+    let f2 = folder.clone();
+    let (tx, rx) = mpsc::channel();
+    let exec = Executor::new(
+        tx,
+        Clock::start(),
+        ExecOptions {
+            station: Some(StationSetup {
+                buses: Box::new(move || {
+                    Ok(hubs
+                        .iter()
+                        .map(|h| Bus {
+                            name: "emulated hub".into(),
+                            source: Box::new(h.source()) as Box<dyn DeviceSource>,
+                            sim: true,
+                        })
+                        .collect())
+                }),
+                folder: Box::new(move || Ok(f2.clone())),
+                waits: Waits::default(),
+            }),
+            ..ExecOptions::default()
+        },
+    );
+    // The console's model sees the bench through its own source.
+    let mut model = Model::new(Config {
+        package: Some(pkg.root.clone()),
+        ..Config::default()
+    });
+    let mut src = fleet.hubs()[0].source();
+    while model.edl_present().len() < 2 {
+        let e = src.next_event(ANSWER).unwrap().expect("the units appear");
+        update(
+            &mut model,
+            Msg::Device {
+                event: e,
+                initial: true,
+            },
+        );
+    }
+    update(&mut model, Msg::Key(key('A')));
+    let fx = update(&mut model, Msg::Key(key('y')));
+    assert_eq!(fx.len(), 1, "{fx:?}");
+    let run = match &fx[0] {
+        Effect::StartStation { run, .. } => *run,
+        other => panic!("{other:?}"),
+    };
+    exec.execute(fx.into_iter().next().unwrap());
+    let mut selected = 0;
+    let summary = loop {
+        let m = next(&rx);
+        match &m {
+            Msg::Station { run: r, event, .. } => {
+                assert_eq!(*r, run);
+                if matches!(event.note, Note::Selected { .. }) {
+                    selected += 1;
+                }
+            }
+            Msg::StationEnded { result, .. } => {
+                let done = result.as_ref().expect("the run ran").clone();
+                update(&mut model, m);
+                break done;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        update(&mut model, m);
+    };
+    fleet.stop();
+    assert_eq!(selected, 2);
+    assert_eq!((summary.summary.devices, summary.summary.verified), (2, 2));
+    assert!(folder.join("summary.json").is_file() && folder.join("summary.csv").is_file());
+    assert!(exec.running().is_empty());
+    let st = model.station.as_ref().unwrap();
+    assert!(!st.running());
+    let c = st.counts();
+    assert_eq!((c.verified, c.failed, c.waiting, c.flashing), (2, 0, 0, 0));
+    assert!(st
+        .rows
+        .iter()
+        .all(|r| r.attempts == 1 && !r.lines.is_empty()));
+}
+
+fn key(c: char) -> crossterm::event::KeyEvent {
+    crossterm::event::KeyEvent::new(
+        crossterm::event::KeyCode::Char(c),
+        crossterm::event::KeyModifiers::NONE,
+    )
+}

@@ -217,3 +217,56 @@ fn the_demo_console_updates_a_running_modem_over_at_and_diag_and_verifies_it() {
         t.pane_dead()
     });
 }
+
+#[test]
+fn the_station_demo_flashes_every_modem_at_once_by_keys_and_shows_the_summary() {
+    if skip_without_tmux() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_qrescue");
+    let t = Tmux::start(
+        "qrescue-station",
+        &format!("{bin} demo --fast --scenario station --units 4"),
+        data.path(),
+    );
+    let s = t.wait_for("the bench in 9008", Duration::from_secs(30), |s| {
+        s.contains("4 present") && s.contains("flash all")
+    });
+    assert!(s.contains("EDL"), "{s}");
+    // A key sent before the console reads its input can be lost: press until it is asked.
+    let start = Instant::now();
+    loop {
+        t.keys(&["A"]);
+        std::thread::sleep(Duration::from_millis(500));
+        if t.screen().contains("Flash 4 modems at once?") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no confirmation:\n{}",
+            t.screen()
+        );
+    }
+    t.keys(&["y"]);
+    let s = t.wait_for("the station's summary", Duration::from_secs(120), |s| {
+        s.contains("summary.json")
+    });
+    assert!(
+        s.contains("ALL VERIFIED") && s.contains("4 of 4 verified"),
+        "{s}"
+    );
+    assert!(!s.contains("NOT ALL VERIFIED"), "{s}");
+    assert!(
+        s.contains("Station · rm502q-bench-package · 4 modems"),
+        "{s}"
+    );
+    t.keys(&["q"]);
+    let s = t.wait_for("the console to exit", Duration::from_secs(15), |_| {
+        t.pane_dead()
+    });
+    assert!(
+        s.contains("station run: 4 of 4 modem(s) flashed and verified"),
+        "{s}"
+    );
+}

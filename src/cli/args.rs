@@ -572,6 +572,9 @@ pub enum DemoScenario {
     WrongVariant,
     /// A _factory package that rewrites the modem's EFS: blocked without a verified backup.
     Factory,
+    /// A production bench: several modems (--units) in 9008 on emulated hubs and a package;
+    /// flash them all at once (a station run) and read the summary.
+    Station,
 }
 
 #[derive(Debug, Args)]
@@ -593,6 +596,9 @@ pub struct DemoArgs {
     /// (default: a temporary one, removed).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// How many emulated modems the station scenario's bench has (2 to 32).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=32))]
+    pub units: u16,
 }
 
 #[derive(Debug, Args)]

@@ -713,6 +713,21 @@ pub fn run(args: &BenchArgs, out: &Output) -> crate::Result<()> {
             c.flash_secs
         ),
     ));
+    let st = crate::cli::bench_console::measure_station(16)?;
+    figures.push(fig(
+        "console: terminal bytes/s during a 16-device station run",
+        st.bytes_per_s,
+        "B/s",
+        format!(
+            "80x24 pty, `demo --scenario station --units {} --fast` from y to the summary: {} in {:.1} s{}",
+            st.modems,
+            output::bytes(st.bytes),
+            st.secs,
+            st.frames
+                .map(|(f, m)| format!("; {f} frames for {m} messages in the session"))
+                .unwrap_or_default()
+        ),
+    ));
     figures.push(fig(
         "console: frame render time, median",
         c.render_median_us,

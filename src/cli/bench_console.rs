@@ -158,6 +158,31 @@ impl Console {
         }
     }
 
+    /// Press `q` and wait (bounded) for the console to end.
+    fn quit(&mut self, limit: Duration) -> bool {
+        let _ = self.keys(b"q");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Frames and messages the ended console reported in its log file (in its data folder).
+    fn frames_logged(&self) -> Option<(u64, u64)> {
+        let logs = std::fs::read_dir(self._data.path().join("logs")).ok()?;
+        for entry in logs.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if let Some(found) = frames_in_log(&text) {
+                return Some(found);
+            }
+        }
+        None
+    }
+
     /// Bytes that arrived in [from, to).
     fn bytes_between(&self, from: Instant, to: Instant) -> u64 {
         let l = self.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -183,6 +208,72 @@ impl Drop for Console {
         let _ = self.child.wait();
         let _ = self.master.as_raw_fd();
     }
+}
+
+/// `the console drew N frames for M messages` in a console log.
+fn frames_in_log(text: &str) -> Option<(u64, u64)> {
+    let rest = text
+        .rsplit("the console drew ")
+        .next()
+        .filter(|_| text.contains("the console drew "))?;
+    let mut words = rest.split_whitespace();
+    let frames = words.next()?.parse().ok()?;
+    let messages = words.nth(2)?.parse().ok()?;
+    Some((frames, messages))
+}
+
+/// What the console wrote to its terminal during a station run.
+pub struct StationFigures {
+    pub modems: u16,
+    pub bytes_per_s: f64,
+    pub bytes: u64,
+    /// From the confirmation (`y`) until the summary was on screen.
+    pub secs: f64,
+    /// Frames and messages of the whole console session, from its log (when found).
+    pub frames: Option<(u64, u64)>,
+}
+
+/// `qrescue demo --scenario station --units N --fast` on an 80×24 pty: press `A`, confirm,
+/// and count the terminal's bytes until the summary is on screen.
+pub fn measure_station(modems: u16) -> crate::Result<StationFigures> {
+    let units = modems.to_string();
+    let mut c = Console::start(&["--scenario", "station", "--units", &units, "--fast"])?;
+    c.wait_for(b"flash all", c.started, Duration::from_secs(60))?;
+    // A key sent before the console reads its input can be lost: press again until the
+    // confirmation is up (bounded).
+    let mut asked = false;
+    for _ in 0..6 {
+        c.keys(b"A")?;
+        if c.wait_for(b"modems at once?", c.started, Duration::from_secs(3))
+            .is_ok()
+        {
+            asked = true;
+            break;
+        }
+    }
+    if !asked {
+        return Err(err(
+            "waiting for the station confirmation",
+            "no answer to A",
+        ));
+    }
+    let from = Instant::now();
+    c.keys(b"y")?;
+    let to = c.wait_for(b"summary.json", from, Duration::from_secs(300))?;
+    let b = c.bytes_between(from, to);
+    let secs = (to - from).as_secs_f64().max(1e-6);
+    let frames = if c.quit(Duration::from_secs(20)) {
+        c.frames_logged()
+    } else {
+        None
+    };
+    Ok(StationFigures {
+        modems,
+        bytes_per_s: b as f64 / secs,
+        bytes: b,
+        secs,
+        frames,
+    })
 }
 
 /// The console's figures.
@@ -347,4 +438,18 @@ fn render_times(frames: usize) -> crate::Result<(f64, f64, usize)> {
     times.sort_by(|a, b| a.total_cmp(b));
     let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
     Ok((q(0.5), q(0.99), names.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frames_in_log;
+
+    #[test]
+    fn frames_are_read_from_the_last_report_in_a_log() {
+        let log = "x\n2025 INFO the console drew 12 frames for 340 messages (9 ticks)\n\
+                   2025 INFO the console drew 57 frames for 1200 messages (80 ticks)\n";
+        assert_eq!(frames_in_log(log), Some((57, 1200)));
+        assert_eq!(frames_in_log("nothing here"), None);
+        assert_eq!(frames_in_log("the console drew many frames"), None);
+    }
 }

@@ -7,12 +7,16 @@ use std::sync::Arc;
 use std::io::IsTerminal;
 
 use crate::cli::args::{Cli, ColorArg, WatchArgs};
+use crate::cli::demo_station::StationBench;
 use crate::cli::output::Output;
 use crate::cli::{logging, watch_cmd};
 use crate::device::enumerate::Sysfs;
 use crate::device::sim_source::SimSource;
 use crate::device::watch::usb_source;
 use crate::device::DeviceSource;
+use crate::engine::outcome::{data_dir, unix_ms_now, utc_compact};
+use crate::engine::station::{Bus, Waits};
+use crate::tui::exec::StationSetup;
 use crate::tui::model::Config;
 use crate::tui::runtime::{self, ConsoleOptions, EndReason, Sources};
 use crate::{Error, ErrorKind};
@@ -97,10 +101,12 @@ pub fn run(cli: &Cli, out: &Output) -> crate::Result<()> {
         ledger: Some(Arc::new(ledger)),
         ..ConsoleOptions::default()
     };
+    let station = station_setup(a.no_usb, a.sim.clone());
     let summary = runtime::run(
         config,
         Sources {
             devices,
+            station: Some(station),
             ..Sources::default()
         },
         opts,
@@ -108,10 +114,52 @@ pub fn run(cli: &Cli, out: &Output) -> crate::Result<()> {
     finish(summary, log_file.as_deref(), out)
 }
 
+/// Station runs from the console (`A`): fresh buses like `qrescue flash --all` follows (host
+/// USB unless `--no-usb`, every `--sim` socket), and a run folder under the data folder.
+fn station_setup(no_usb: bool, sims: Vec<std::path::PathBuf>) -> StationSetup {
+    StationSetup {
+        buses: Box::new(move || {
+            let mut buses = Vec::new();
+            if !no_usb {
+                buses.push(Bus {
+                    name: "USB".into(),
+                    source: Box::new(usb_source(Sysfs::host())),
+                    sim: false,
+                });
+            }
+            for path in &sims {
+                buses.push(Bus {
+                    name: format!("emulator at {}", path.display()),
+                    source: Box::new(SimSource::connect(path)?),
+                    sim: true,
+                });
+            }
+            Ok(buses)
+        }),
+        folder: Box::new(|| {
+            let base = data_dir().ok_or_else(|| {
+                Error::usage(
+                    "No folder for the station's logs: HOME, XDG_DATA_HOME and QRESCUE_DATA_DIR are all unset",
+                    "Set QRESCUE_DATA_DIR, or use `qrescue flash PACKAGE --all --logs DIR`",
+                )
+            })?;
+            Ok(base.join("station").join(format!(
+                "{}-{}",
+                utc_compact(unix_ms_now()),
+                std::process::id()
+            )))
+        }),
+        waits: Waits::default(),
+    }
+}
+
 /// `qrescue demo` on a terminal: the console on the demo's emulated modem. The world (its unit,
 /// bus and package) lives until the console ends; demo flashes are not recorded in the run store
 /// and no real backup is consulted.
 pub fn run_demo(cli: &Cli, args: &crate::cli::args::DemoArgs, out: &Output) -> crate::Result<()> {
+    if args.scenario == crate::cli::args::DemoScenario::Station {
+        return run_station_demo(cli, args, out);
+    }
     let world = crate::cli::demo::start_world(args)?;
     let bench = world.bench_handle();
     let log_file = logging::console_log_file().map(|p| p.to_path_buf());
@@ -132,9 +180,52 @@ pub fn run_demo(cli: &Cli, args: &crate::cli::args::DemoArgs, out: &Output) -> c
             devices: vec![world.source()],
             bench: Some(Box::new(move |a| bench.act(a))),
             keep_alive: vec![Box::new(world)],
+            station: None,
         },
         opts,
     )?;
+    finish(summary, log_file.as_deref(), out)
+}
+
+/// `qrescue demo --scenario station` on a terminal: the console on an emulated bench of
+/// `--units` modems in 9008 with a package; `A` flashes them all at once.
+fn run_station_demo(
+    cli: &Cli,
+    args: &crate::cli::args::DemoArgs,
+    out: &Output,
+) -> crate::Result<()> {
+    let bench = StationBench::start(args)?;
+    let log_file = logging::console_log_file().map(|p| p.to_path_buf());
+    let config = Config {
+        package: Some(bench.package().to_path_buf()),
+        source: bench.source_name(),
+        demo: Some(bench.demo_info()),
+        color: color(cli.color, true, std::env::var_os("NO_COLOR").as_deref()),
+        bell: !cli.no_bell,
+        log_file: log_file.clone(),
+        ..Config::default()
+    };
+    let opts = ConsoleOptions {
+        runs: None,
+        tool: "demo".into(),
+        ..ConsoleOptions::default()
+    };
+    let kept = bench.kept();
+    let summary = runtime::run(
+        config,
+        Sources {
+            devices: bench.sources(),
+            station: Some(bench.setup()),
+            keep_alive: vec![Box::new(bench)],
+            ..Sources::default()
+        },
+        opts,
+    )?;
+    if let (Some(_), false) = (&summary.station, kept) {
+        out.line(
+            "qrescue: the demo's run folder was temporary and is removed now; keep it with --out DIR",
+        );
+    }
     finish(summary, log_file.as_deref(), out)
 }
 
@@ -148,6 +239,22 @@ fn finish(
         out.line(format!(
             "qrescue: the log of this session is {}",
             l.display()
+        ));
+    }
+    tracing::info!(
+        "the console drew {} frames for {} messages ({} ticks)",
+        summary.frames,
+        summary.messages,
+        summary.ticks
+    );
+    if let Some(st) = &summary.station {
+        let [json, csv] = st.files();
+        out.line(format!(
+            "qrescue: station run: {} of {} modem(s) flashed and verified; summary {} and {}",
+            st.summary.verified,
+            st.summary.devices,
+            json.display(),
+            csv.display()
         ));
     }
     if !summary.jobs.is_empty() {

@@ -43,14 +43,16 @@ use crate::tui::exec::open_role;
 use crate::workflow::verdict::{judge, Expectation, Return, Verdict};
 use crate::{Error, ErrorKind};
 
-/// The world scenario of `--scenario`.
-pub fn scenario(args: &DemoArgs) -> Scenario {
+/// The world scenario of `--scenario` (None for the station, whose bench has many modems:
+/// [`crate::cli::demo_station`]).
+pub fn scenario(args: &DemoArgs) -> Option<Scenario> {
     match args.scenario {
-        DemoScenario::Unbrick => Scenario::Unbrick,
-        DemoScenario::Update => Scenario::Update,
-        DemoScenario::Crash => Scenario::Crash,
-        DemoScenario::WrongVariant => Scenario::WrongVariant,
-        DemoScenario::Factory => Scenario::Factory,
+        DemoScenario::Unbrick => Some(Scenario::Unbrick),
+        DemoScenario::Update => Some(Scenario::Update),
+        DemoScenario::Crash => Some(Scenario::Crash),
+        DemoScenario::WrongVariant => Some(Scenario::WrongVariant),
+        DemoScenario::Factory => Some(Scenario::Factory),
+        DemoScenario::Station => None,
     }
 }
 
@@ -76,7 +78,13 @@ pub fn world_options(args: &DemoArgs) -> WorldOptions {
 
 /// The demo world of the command line (for the console and for [`run`]).
 pub fn start_world(args: &DemoArgs) -> crate::Result<DemoWorld> {
-    DemoWorld::start(scenario(args), world_options(args))
+    let scenario = scenario(args).ok_or_else(|| {
+        Error::usage(
+            "The station demo has many modems, not one demo world",
+            "Run `qrescue demo --scenario station`; it starts its own bench",
+        )
+    })?;
+    DemoWorld::start(scenario, world_options(args))
 }
 
 /// Step headings.
@@ -239,6 +247,9 @@ fn gone(what: &str, within: Duration) -> Error {
 }
 
 pub fn run(args: &DemoArgs, out: &Output) -> crate::Result<()> {
+    if args.scenario == DemoScenario::Station {
+        return crate::cli::demo_station::run(args, out);
+    }
     let world = start_world(args)?;
     let unit = world.unit().clone();
     out.json_line(&json!({

@@ -9,6 +9,7 @@ pub mod bench_resume;
 pub mod bench_station;
 pub mod console_cmd;
 pub mod demo;
+pub mod demo_station;
 pub mod device_cmds;
 pub mod firehose_cmds;
 pub mod flash_resume;

@@ -14,6 +14,11 @@
 //!   `Msg::Engine`, then exactly one `Msg::JobEnded` (also when the job could not start, or
 //!   panicked). The run is recorded in the [`RunStore`] at its start, after every step and at
 //!   its end.
+//! - `StartStation`: check the package once (as `qrescue flash --all` does), then
+//!   [`station::run`] on fresh buses from the [`StationSetup`] (the console's own device sources
+//!   keep running; never the same device handle twice) with the modems the person confirmed,
+//!   each selected by its EDL serial; every [`station::StationEvent`] becomes `Msg::Station`,
+//!   then exactly one `Msg::StationEnded`. Its cancel flag is the run's job id.
 //! - `Cancel`: set the job's flag (the engine stops at the next safe point: between steps).
 //! - `Bench`: hand the action to the hook the demo gave.
 //!
@@ -42,7 +47,10 @@ use crate::transport::serial::SerialTransport;
 use crate::transport::Transport;
 use crate::{Error, ErrorKind};
 
-use super::msg::{BenchAction, Effect, JobId, Msg, PlanReview, Problem};
+use crate::engine::station::{self, Bus, Selection, Selector, StationConfig, Waits};
+use crate::transport::usb::UsbSelector;
+
+use super::msg::{BenchAction, Effect, JobId, Msg, PlanReview, Problem, StationDone};
 
 /// The console's one clock: milliseconds since it started.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +85,17 @@ pub const IDENTIFY_DEADLINE: Duration = Duration::from_secs(20);
 /// The demo's hands on the emulated modem.
 pub type BenchHook = Box<dyn Fn(BenchAction) + Send + Sync>;
 
+/// What a station run started from the console needs.
+pub struct StationSetup {
+    /// Fresh device sources for one run (host USB, each `--sim` socket, the demo's hubs): the
+    /// run follows each bus with its own monitor, as `qrescue flash --all` does.
+    pub buses: Box<dyn Fn() -> crate::Result<Vec<Bus>> + Send + Sync>,
+    /// The folder of a new run (each modem's log, `summary.json`, `summary.csv`).
+    pub folder: Box<dyn Fn() -> crate::Result<PathBuf> + Send + Sync>,
+    /// How long each wait of the run may last.
+    pub waits: Waits,
+}
+
 /// What the executor needs besides the channel and the clock.
 pub struct ExecOptions {
     pub open: OpenOptions,
@@ -91,6 +110,8 @@ pub struct ExecOptions {
     pub bench: Option<BenchHook>,
     /// `console` or `demo`, for run records.
     pub tool: String,
+    /// Where station runs get their buses and folders (None: the console offers none).
+    pub station: Option<StationSetup>,
 }
 
 impl Default for ExecOptions {
@@ -106,6 +127,7 @@ impl Default for ExecOptions {
             log_file: None,
             bench: None,
             tool: "console".into(),
+            station: None,
         }
     }
 }
@@ -309,6 +331,40 @@ impl Executor {
                 );
                 if !spawned {
                     lock(&self.shared.jobs).remove(&job);
+                }
+                Control::Handled
+            }
+            Effect::StartStation {
+                run,
+                package,
+                modem_revision,
+                devices,
+            } => {
+                let cancel = Arc::new(AtomicBool::new(false));
+                lock(&self.shared.jobs).insert(run, cancel.clone());
+                let spawned = self.spawn(
+                    "station",
+                    move |s| {
+                        let result =
+                            station_job(s, run, &package, modem_revision, &devices, &cancel);
+                        lock(&s.jobs).remove(&run);
+                        s.send(Msg::StationEnded {
+                            run,
+                            result: result.map(Box::new),
+                            t_ms: s.clock.now_ms(),
+                        });
+                    },
+                    move |s, p| {
+                        lock(&s.jobs).remove(&run);
+                        s.send(Msg::StationEnded {
+                            run,
+                            result: Err(p),
+                            t_ms: s.clock.now_ms(),
+                        })
+                    },
+                );
+                if !spawned {
+                    lock(&self.shared.jobs).remove(&run);
                 }
                 Control::Handled
             }
@@ -647,6 +703,92 @@ fn flash_job(
         kept.insert(job, r);
     }
     result.map(|_| ()).map_err(|e| Problem::from(&e))
+}
+
+/// The selector that names one confirmed modem in a station run: its EDL serial, else where
+/// it sits.
+pub fn station_selector(snapshot: &DeviceSnapshot) -> Selector {
+    match classify(snapshot).edl_serial {
+        Some(sn) => Selector::Usb(UsbSelector::Serial(sn)),
+        None => Selector::Usb(UsbSelector::Location(snapshot.location())),
+    }
+}
+
+/// A station run: the package checked once, then every confirmed modem flashed in parallel.
+fn station_job(
+    s: &Shared,
+    run: JobId,
+    package: &std::path::Path,
+    modem_revision: Option<String>,
+    devices: &[DeviceSnapshot],
+    cancel: &AtomicBool,
+) -> Result<StationDone, Problem> {
+    let result = (|| -> crate::Result<StationDone> {
+        let setup = s.opts.station.as_ref().ok_or_else(|| {
+            Error::failure(
+                "This console cannot flash several modems at once",
+                "it was started without a way to follow the buses for a station run",
+                "Use `qrescue flash PACKAGE --all` instead",
+            )
+        })?;
+        let req = PrepareRequest {
+            package: package.to_path_buf(),
+            modem_revision,
+            ..PrepareRequest::default()
+        };
+        // One check for every modem: no unit, so no backup can lift a refusal (the guard then
+        // refuses anything that would need one: the safe side).
+        let p = prepare(&req, &*s.opts.ledger, None)?;
+        if let Some(e) = p.verdict().to_error() {
+            return Err(e);
+        }
+        let plan = p.plan.clone().ok_or_else(|| not_flashable(&p))?;
+        p.reverify()?;
+        let folder = (setup.folder)()?;
+        let mut cfg = StationConfig::new(
+            package.display().to_string(),
+            plan,
+            p.programmer_image()?,
+            folder.clone(),
+        );
+        cfg.revision = p.revision.as_ref().map(|r| r.text.clone());
+        cfg.waits = setup.waits.clone();
+        cfg.runs = s.opts.runs.clone();
+        let selection = Selection::Only(devices.iter().map(station_selector).collect());
+        let buses = (setup.buses)()?;
+        tracing::info!(
+            "station run {}: {} modem(s) with {}; run folder {}",
+            run.0,
+            devices.len(),
+            package.display(),
+            folder.display()
+        );
+        let summary = station::run(
+            buses,
+            &selection,
+            &cfg,
+            &mut |e| {
+                s.send(Msg::Station {
+                    run,
+                    event: e.clone(),
+                    t_ms: s.clock.now_ms(),
+                })
+            },
+            cancel,
+        )?;
+        tracing::info!(
+            "station run {}: {} of {} modem(s) verified; summary in {}",
+            run.0,
+            summary.verified,
+            summary.devices,
+            folder.display()
+        );
+        Ok(StationDone { summary, folder })
+    })();
+    if let Err(e) = &result {
+        tracing::warn!("station run {} ended: {e}", run.0);
+    }
+    result.map_err(|e| Problem::from(&e))
 }
 
 #[cfg(test)]

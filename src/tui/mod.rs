@@ -7,6 +7,7 @@ pub mod exec;
 pub mod model;
 pub mod msg;
 pub mod runtime;
+pub mod station;
 pub mod terminal;
 pub mod theme;
 pub mod update;

@@ -16,6 +16,7 @@ use crate::protocol::sahara::info::DeviceInfo;
 use crate::workflow::verdict::Verdict;
 
 use super::msg::{JobId, PlanReview, Problem};
+pub use super::station::{Counts, RowPhase, StationRow, StationView};
 
 /// How the console was started.
 #[derive(Debug, Clone, PartialEq)]
@@ -265,6 +266,14 @@ pub enum Overlay {
     /// The plan is confirmed and the modem runs in normal mode: switch it to EDL over DIAG
     /// (`y`), or bridge the pins instead (`p`)?
     ConfirmSwitch,
+    /// Flash every modem in download mode at once (a station run): `count` of them, with the
+    /// console's package. `y` starts, Esc or `n` goes back.
+    ConfirmStation {
+        count: usize,
+    },
+    /// Stop (`c`, `q`, Ctrl-C) asked while a station run flashes: every modem stops at its next
+    /// safe point.
+    ConfirmStationStop,
 }
 
 /// Which pane has the keyboard (for scrolling the log).
@@ -311,6 +320,9 @@ pub struct Model {
     pub notice: Option<String>,
     /// `Effect::Quit` has been emitted (it is emitted once).
     pub quit_sent: bool,
+    /// The station run on screen (many modems at once), while it runs and after it ended until
+    /// the person goes back (Esc).
+    pub station: Option<StationView>,
 }
 
 impl Model {
@@ -336,6 +348,7 @@ impl Model {
             next_check: 1,
             notice: None,
             quit_sent: false,
+            station: None,
         }
     }
 
@@ -396,6 +409,40 @@ impl Model {
             .into_iter()
             .find(|d| d.id == id && d.present)
             .map(|d| (d.device, d.class))
+    }
+
+    /// Modems present in download mode (9008) now: what a station run from the console takes.
+    pub fn edl_present(&self) -> Vec<DeviceView> {
+        self.devices()
+            .into_iter()
+            .filter(|d| d.present && matches!(d.class.mode, crate::device::classify::Mode::Edl))
+            .collect()
+    }
+
+    /// How many modems `A` would flash at once: two or more in download mode, a package given,
+    /// and nothing else being worked on. `None` when the offer does not stand.
+    pub fn station_offer(&self) -> Option<usize> {
+        if self.config.package.is_none() || self.station.is_some() || self.flow_busy() {
+            return None;
+        }
+        let n = self.edl_present().len();
+        (n >= 2).then_some(n)
+    }
+
+    /// The guided flow works on a modem now (a check, an armed catch, a flash, a verification).
+    pub fn flow_busy(&self) -> bool {
+        matches!(
+            self.flow.stage,
+            Stage::Checking
+                | Stage::Armed { .. }
+                | Stage::Flashing { .. }
+                | Stage::Verifying { .. }
+        )
+    }
+
+    /// A station run is going (modems are being worked on).
+    pub fn station_running(&self) -> bool {
+        self.station.as_ref().is_some_and(StationView::running)
     }
 }
 
@@ -508,6 +555,9 @@ impl Model {
     /// How often the runtime should send `Msg::Tick`; `None` when nothing on screen depends on
     /// the time (the runtime then runs no timer: no idle repaint over SSH).
     pub fn tick_interval_ms(&self) -> Option<u64> {
+        if self.station_running() {
+            return Some(super::station::STATION_FRAME_MS);
+        }
         match self.flow.stage {
             Stage::Armed { pins: true, .. } | Stage::Flashing { .. } => Some(TICK_FAST_MS),
             Stage::Armed { pins: false, .. } => Some(TICK_COUNTDOWN_MS),
@@ -546,7 +596,30 @@ impl Model {
                     hint("Esc/n", "back"),
                 ]
             }
+            Overlay::ConfirmStation { .. } => {
+                return vec![hint("y", "flash them all"), hint("Esc/n", "back")]
+            }
+            Overlay::ConfirmStationStop => {
+                return vec![
+                    hint("y", "stop every modem at its next safe point"),
+                    hint("Esc/n", "keep going"),
+                ]
+            }
             Overlay::None => {}
+        }
+        if let Some(st) = &self.station {
+            let mut keys = vec![hint("↑/↓", "choose a modem")];
+            if st.running() && !st.stop_requested {
+                keys.push(hint("c", "stop every modem at its next safe point"));
+                keys.push(hint("q", "stop and quit (asks first)"));
+            } else if st.running() {
+                keys.push(hint("q", "quit once every modem has stopped"));
+            } else {
+                keys.push(hint("Esc", "back to the devices"));
+                keys.push(hint("q", "quit"));
+            }
+            keys.push(hint("?", "help"));
+            return keys;
         }
         let mut keys = Vec::new();
         let demo = self.config.demo.is_some();
@@ -584,6 +657,9 @@ impl Model {
                 }
             }
             Stage::Verifying { .. } => {}
+        }
+        if self.station_offer().is_some() {
+            keys.push(hint("A", "flash every modem in download mode at once"));
         }
         if self.devices().len() > 1 {
             keys.push(hint("↑/↓", "choose a modem"));
@@ -645,6 +721,18 @@ impl Model {
                         ),
                     );
                 };
+                if let Some(n) = self.station_offer() {
+                    return (
+                        format!("{n} modems in download mode (9008)"),
+                        format!(
+                            "Press A to flash all {n} at once with the package, or Enter to check \
+                             the selected one alone."
+                        ),
+                        "A station run flashes each modem with its own job, finds it again as \
+                         itself after every reset, and verifies it over AT when it comes back."
+                            .into(),
+                    );
+                }
                 let title = format!("{} {}", sel.id, sel.class.label);
                 if let Some(r) = sel
                     .loop_status

@@ -17,6 +17,7 @@ use crate::engine::at::NormalIdentity;
 use crate::engine::events::EngineEvent;
 use crate::engine::plan::PlanSummary;
 use crate::engine::prepare::{CompatReport, GuardReport, Verdict};
+use crate::engine::station::{StationEvent, Summary};
 use crate::protocol::sahara::info::DeviceInfo;
 
 /// One flash (or other device job) the runtime runs; ids are handed out by the model.
@@ -111,6 +112,20 @@ pub enum Msg {
         result: Result<(), Problem>,
         t_ms: u64,
     },
+    /// An event of a running station run (many modems at once), in the engine's order per
+    /// modem. `t_ms` is the console's clock (the event's own `t_ms` counts from the run start).
+    Station {
+        run: JobId,
+        event: StationEvent,
+        t_ms: u64,
+    },
+    /// A station run ended: its summary and where it was written, or why it could not run.
+    /// Always the last message of a run.
+    StationEnded {
+        run: JobId,
+        result: Result<Box<StationDone>, Problem>,
+        t_ms: u64,
+    },
     /// SIGHUP: the terminal is gone; the console keeps running headless until the job ends.
     Hangup,
     /// SIGTERM/SIGINT from outside.
@@ -163,11 +178,41 @@ pub enum Effect {
         device: DeviceId,
         snapshot: DeviceSnapshot,
     },
+    /// Flash every modem in `devices` in parallel with `package` (a station run: the package is
+    /// checked once, then one job per modem, each followed by its identity across resets and
+    /// verified after its reset). Answer with `Msg::Station` events and one
+    /// `Msg::StationEnded`. `Cancel { job: run }` stops every modem at its next safe point.
+    StartStation {
+        run: JobId,
+        package: PathBuf,
+        /// The modem's revision when the person gave it (`--modem-revision`).
+        modem_revision: Option<String>,
+        /// The modems to take, as the console saw them when the person confirmed.
+        devices: Vec<DeviceSnapshot>,
+    },
     /// Stop a job at the next safe point.
     Cancel { job: JobId },
     /// Demo only: what a person at the bench does to the emulated modem. The runtime hands it
     /// to the emulator; outside the demo the console never emits it.
     Bench(BenchAction),
+}
+
+/// How a station run ended: its summary (one row per modem) and the files it was written to.
+#[derive(Debug, Clone)]
+pub struct StationDone {
+    pub summary: Summary,
+    /// The run folder (each modem's log, `summary.json`, `summary.csv`).
+    pub folder: PathBuf,
+}
+
+impl StationDone {
+    /// `summary.json` and `summary.csv` in the run folder.
+    pub fn files(&self) -> [PathBuf; 2] {
+        [
+            self.folder.join("summary.json"),
+            self.folder.join("summary.csv"),
+        ]
+    }
 }
 
 /// Demo only: hands on the emulated modem, to rehearse the pin-bridging rescue.

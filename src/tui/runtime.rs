@@ -38,9 +38,9 @@ use crate::engine::sahara::SaharaConfig;
 use crate::transport::open::OpenOptions;
 use crate::Error;
 
-use super::exec::{Clock, Control, ExecOptions, Executor, IDENTIFY_DEADLINE};
+use super::exec::{Clock, Control, ExecOptions, Executor, StationSetup, IDENTIFY_DEADLINE};
 use super::model::{Config, Model, Outcome, Stage};
-use super::msg::{BenchAction, Effect, JobId, Msg};
+use super::msg::{BenchAction, Effect, JobId, Msg, StationDone};
 use super::terminal::{SignalWatch, TerminalGuard};
 use super::update::update;
 use super::view::view;
@@ -61,6 +61,9 @@ pub struct Sources {
     /// Things to keep alive while the console runs (an emulator's threads, temp folders);
     /// dropped after the console ended, devices stopped first.
     pub keep_alive: Vec<Box<dyn Any + Send>>,
+    /// Where station runs (`A`: every modem in download mode at once) get their buses and
+    /// folders; None: the console offers no station run.
+    pub station: Option<StationSetup>,
 }
 
 /// How the console runs besides its [`Config`].
@@ -144,6 +147,8 @@ pub struct RunSummary {
     pub ticks: u64,
     /// Messages handled.
     pub messages: u64,
+    /// The last station run's summary and folder, when one ended.
+    pub station: Option<StationDone>,
 }
 
 /// How often the model wants a tick, if at all.
@@ -197,6 +202,16 @@ impl LoopState {
                     j.1 = Some(result.is_ok());
                 }
             }
+            Msg::StationEnded { run, result, .. } => {
+                self.running.remove(run);
+                if let Some(j) = self.jobs.iter_mut().find(|(id, _)| id == run) {
+                    j.1 = Some(
+                        result
+                            .as_ref()
+                            .is_ok_and(|d| d.summary.verified == d.summary.devices),
+                    );
+                }
+            }
             _ => {}
         }
         let terminate = matches!(msg, Msg::Terminate);
@@ -224,7 +239,8 @@ impl LoopState {
         effects: Vec<Effect>,
     ) {
         for effect in effects {
-            if let Effect::StartFlash { job, .. } = &effect {
+            if let Effect::StartFlash { job, .. } | Effect::StartStation { run: job, .. } = &effect
+            {
                 self.running.insert(*job);
                 self.jobs.push((*job, None));
             }
@@ -326,6 +342,7 @@ pub fn drive<B: Backend>(
         frames,
         ticks: st.ticks,
         messages: st.messages,
+        station: model.station.as_ref().and_then(|s| s.done.clone()),
     })
 }
 
@@ -471,12 +488,11 @@ pub fn run(config: Config, sources: Sources, opts: ConsoleOptions) -> crate::Res
         devices,
         bench,
         keep_alive,
+        station,
     } = sources;
-    let exec = Executor::new(
-        tx.clone(),
-        clock,
-        opts.exec_options(config.log_file.clone(), bench),
-    );
+    let mut exec_opts = opts.exec_options(config.log_file.clone(), bench);
+    exec_opts.station = station;
+    let exec = Executor::new(tx.clone(), clock, exec_opts);
     let mut model = Model::new(config);
     let result = (|| {
         let mut guard = TerminalGuard::enter()?;
@@ -633,6 +649,41 @@ mod tests {
             "the hangup is why it ended"
         );
         assert_eq!(st.jobs, [(JobId(3), Some(true))]);
+    }
+
+    #[test]
+    fn a_station_run_keeps_the_console_until_it_ended() {
+        let (exec, answers) = executor();
+        let mut model = Model::new(Config::default());
+        let mut st = LoopState::default();
+        st.apply(
+            &mut model,
+            &exec,
+            &mut || {},
+            vec![
+                Effect::StartStation {
+                    run: JobId(4),
+                    package: "/nonexistent/package".into(),
+                    modem_revision: None,
+                    devices: Vec::new(),
+                },
+                Effect::Quit { cancel_jobs: true },
+            ],
+        );
+        assert_eq!(st.done(), None, "the run must end first");
+        // Without a station setup the run cannot start: it says so, and ends.
+        let ended = answers.recv_timeout(Duration::from_secs(10)).unwrap();
+        match &ended {
+            Msg::StationEnded {
+                run: JobId(4),
+                result: Err(p),
+                ..
+            } => assert!(p.what.contains("several modems"), "{p:?}"),
+            other => panic!("{other:?}"),
+        }
+        st.handle(&mut model, &exec, &mut || {}, ended);
+        assert_eq!(st.done(), Some(EndReason::Quit));
+        assert_eq!(st.jobs, [(JobId(4), Some(false))]);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 mod flash;
 mod flow;
 mod keys;
+mod station;
 #[cfg(test)]
 mod tests;
 
@@ -33,16 +34,28 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Effect> {
         Msg::Tick { now_ms } => {
             let shown = model.animating();
             model.now_ms = model.now_ms.max(now_ms);
-            if shown {
-                model.dirty = true;
+            if model.station.is_some() {
+                station::on_tick(model);
+            } else {
+                if shown {
+                    model.dirty = true;
+                }
+                flow::on_tick(model, &mut fx);
             }
-            flow::on_tick(model, &mut fx);
         }
         Msg::Device { event, initial } => {
             model.now_ms = model.now_ms.max(event.t_ms);
             let upd = observe(model, &event, initial);
-            flow::on_device(model, &event, &upd, &mut fx);
-            model.dirty = true;
+            match model.station.as_mut() {
+                // The station's own jobs follow these modems; the screen shows the run (its
+                // frames are coalesced by the tick).
+                Some(st) if st.running() => st.pending = true,
+                Some(_) => model.dirty = true,
+                None => {
+                    flow::on_device(model, &event, &upd, &mut fx);
+                    model.dirty = true;
+                }
+            }
         }
         Msg::Key(key) => {
             keys::on_key(model, key, &mut fx);
@@ -94,8 +107,20 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Effect> {
             flash::on_job_ended(model, job, result, &mut fx);
             model.dirty = true;
         }
+        Msg::Station { run, event, t_ms } => {
+            model.now_ms = model.now_ms.max(t_ms);
+            station::on_event(model, run, event);
+        }
+        Msg::StationEnded { run, result, t_ms } => {
+            model.now_ms = model.now_ms.max(t_ms);
+            station::on_ended(model, run, result, &mut fx);
+        }
         Msg::Hangup => {
             model.headless = true;
+        }
+        Msg::Terminate if model.station_running() => {
+            station::terminate(model, &mut fx);
+            model.dirty = true;
         }
         Msg::Terminate => {
             match model.running_job() {
@@ -113,6 +138,7 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Effect> {
     // as nothing is being written or waited on.
     if model.headless
         && !model.quit_sent
+        && !model.station_running()
         && !matches!(
             model.flow.stage,
             Stage::Flashing { .. } | Stage::Verifying { .. }

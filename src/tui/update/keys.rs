@@ -8,6 +8,7 @@ use crate::tui::msg::{BenchAction, Effect};
 
 use super::flow;
 use super::quit;
+use super::station;
 
 /// Longest override text kept (the phrases are a sentence).
 const MAX_TYPED: usize = 256;
@@ -116,6 +117,24 @@ pub(super) fn on_key(model: &mut Model, key: KeyEvent, fx: &mut Vec<Effect>) {
             }
             return;
         }
+        Overlay::ConfirmStation { .. } => {
+            match key.code {
+                _ if ctrl_c => {
+                    model.overlay = Overlay::None;
+                    request_quit(model, fx);
+                }
+                KeyCode::Char('y') | KeyCode::Char('Y') => station::confirm(model, fx),
+                KeyCode::Esc | KeyCode::Char('n') | KeyCode::Char('N') => {
+                    model.overlay = Overlay::None
+                }
+                _ => {}
+            }
+            return;
+        }
+        Overlay::ConfirmStationStop => {
+            station::on_stop_key(model, key, ctrl_c, fx);
+            return;
+        }
         Overlay::ConfirmCancel => {
             match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') if !ctrl_c => {
@@ -136,6 +155,10 @@ pub(super) fn on_key(model: &mut Model, key: KeyEvent, fx: &mut Vec<Effect>) {
             }
             return;
         }
+    }
+    if model.station.is_some() {
+        station::on_key(model, key, ctrl_c, fx);
+        return;
     }
     if ctrl_c {
         request_quit(model, fx);
@@ -175,6 +198,7 @@ pub(super) fn on_key(model: &mut Model, key: KeyEvent, fx: &mut Vec<Effect>) {
             }
         },
         KeyCode::Char('p') => flow::pins(model),
+        KeyCode::Char('A') | KeyCode::Char('a') => station::offer(model),
         KeyCode::Char('o') => {
             if model.flow.stage == Stage::Refused && model.override_phrase().is_some() {
                 model.overlay = Overlay::OverrideInput {

@@ -16,6 +16,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     ("f", "flash: show the plan to confirm"),
     (
+        "A",
+        "flash every modem in download mode at once (station; --package)",
+    ),
+    (
         "y",
         "confirm (the plan, the switch to EDL over DIAG, or quitting)",
     ),

@@ -28,6 +28,7 @@ mod help;
 mod log;
 mod partitions;
 mod pins;
+mod station;
 mod timeline;
 mod workflow;
 
@@ -119,7 +120,9 @@ pub fn render(model: &Model, area: Rect, buf: &mut Buffer) {
         return;
     }
     let ctx = Ctx::new(model, area);
-    if pins::showing(model) {
+    if let Some(st) = &model.station {
+        station::render(&ctx, st, area, buf);
+    } else if pins::showing(model) {
         pins::render(&ctx, area, buf);
     } else {
         panes(&ctx, area, buf);
@@ -132,6 +135,8 @@ pub fn render(model: &Model, area: Rect, buf: &mut Buffer) {
         Overlay::ConfirmQuit => confirm::quit(&ctx, area, buf),
         Overlay::ConfirmCancel => confirm::cancel(&ctx, area, buf),
         Overlay::ConfirmSwitch => confirm::switch(&ctx, area, buf),
+        Overlay::ConfirmStation { count } => station::confirm(&ctx, *count, area, buf),
+        Overlay::ConfirmStationStop => station::confirm_stop(&ctx, area, buf),
     }
 }
 
@@ -297,6 +302,9 @@ fn status_line(ctx: &Ctx, area: Rect, buf: &mut Buffer) {
     match &m.flow.stage {
         Stage::Idle => {
             keys.push(("Enter", "start"));
+            if m.station_offer().is_some() {
+                keys.push(("A", "flash all in 9008"));
+            }
             keys.push(("↑↓/jk", "select"));
         }
         Stage::Checking => keys.push(("Esc", "back")),

@@ -342,11 +342,23 @@ fn next_lines(ctx: &Ctx) -> Vec<Line<'static>> {
                 } else {
                     "over Sahara (read-only) and check the package against it"
                 };
-                out.push(Line::from(vec![
-                    Span::raw("Next: press "),
-                    key("Enter"),
-                    Span::raw(format!(" to identify {} {how}.", d.id)),
-                ]));
+                match m.station_offer() {
+                    Some(n) => out.push(Line::from(vec![
+                        Span::raw("Next: press "),
+                        key("A"),
+                        Span::raw(format!(
+                            " to flash all {n} modems in download mode at once (a job each, \
+                             then one summary), or "
+                        )),
+                        key("Enter"),
+                        Span::raw(format!(" to identify {} alone.", d.id)),
+                    ])),
+                    None => out.push(Line::from(vec![
+                        Span::raw("Next: press "),
+                        key("Enter"),
+                        Span::raw(format!(" to identify {} {how}.", d.id)),
+                    ])),
+                }
                 match &m.config.package {
                     Some(p) => out.push(Line::from(vec![
                         Span::styled("package: ", t.dim),
