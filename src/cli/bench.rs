@@ -739,10 +739,10 @@ pub fn run(args: &BenchArgs, out: &Output) -> crate::Result<()> {
     ));
 
     out.json_line(&serde_json::json!({ "event": "bench", "figures": figures }));
-    out.line(format!("{:<48} {:>12}  detail", "figure", "value"));
+    out.line(format!("{:<58} {:>12}  detail", "figure", "value"));
     for f in &figures {
         out.line(format!(
-            "{:<48} {:>8.2} {:<4} {}",
+            "{:<58} {:>8.2} {:<4} {}",
             f.name, f.value, f.unit, f.detail
         ));
     }
