@@ -35,13 +35,14 @@ use crate::device::classify::{classify, Mode as DeviceMode, PortRole};
 use crate::device::identity::DeviceId;
 use crate::device::monitor::{Monitor, Update as BusUpdate};
 use crate::device::{DeviceSnapshot, DeviceSource};
-use crate::engine::at::{AtSession, NormalIdentity};
+use crate::engine::at::NormalIdentity;
 use crate::engine::connect::attach_or_upload;
 use crate::engine::diag::DiagSession;
 use crate::engine::events::EngineEvent;
 use crate::engine::firehose::{FirehoseOptions, FirehoseSession, PowerMode, StorageKind};
 use crate::engine::flash::FlashJob;
 use crate::engine::guards::BackupLedger;
+use crate::engine::identify::{identify_over_at, AtTries};
 use crate::engine::journal::{JournalStore, Opening, UnitKey};
 use crate::engine::outcome::{RunDevice, RunHandle, RunStart, RunStore};
 use crate::engine::prepare::{prepare, PrepareRequest, Prepared, Stage};
@@ -680,68 +681,34 @@ impl<'a> Driver<'a> {
     // ----- actions ------------------------------------------------------------------------
 
     fn identify_at(&mut self, tries: u32) -> crate::Result<Observation> {
-        let mut last_err = None;
-        for attempt in 0..tries {
-            if attempt > 0 {
-                std::thread::sleep(self.setup.identify_pause);
-            }
-            let tty = self.tty_for(PortRole::At)?;
-            let t = match self.open_serial(&tty) {
-                Ok(t) => t,
-                Err(e) => {
-                    last_err = Some(e);
-                    continue;
-                }
-            };
-            let id = AtSession::new(t).identify();
-            let answered = id.imei.is_some() || id.cfun.is_some() || id.revision.is_some();
-            if !answered && attempt + 1 < tries {
-                last_err = Some(Error::failure(
-                    format!("The AT port {tty} did not answer"),
-                    id.problems
-                        .first()
-                        .map(|p| p.error.clone())
-                        .unwrap_or_default(),
-                    "Close programs holding it (qrescue preflight)",
-                ));
-                continue;
-            }
-            if !answered {
-                return Err(Error::failure(
-                    format!("The modem's AT port {tty} did not answer"),
-                    id.problems
-                        .iter()
-                        .map(|p| format!("{}: {}", p.command, p.error))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    "Close programs holding it (qrescue preflight), then `qrescue info`",
-                ));
-            }
-            self.lines.push(format!(
-                "{} {} · revision {} · IMEI {} · {}",
-                id.manufacturer.as_deref().unwrap_or("modem"),
-                id.model.as_deref().unwrap_or(""),
-                id.revision.as_ref().map(|r| r.text.as_str()).unwrap_or("?"),
-                id.imei.as_ref().map(|i| i.digits.as_str()).unwrap_or("?"),
-                id.cfun
-                    .map(|c| format!("+CFUN: {}", c.level))
-                    .unwrap_or_else(|| "+CFUN: ?".into())
-            ));
-            for a in id.advice() {
-                self.lines.push(a);
-            }
-            self.normal = Some(id.clone());
-            return Ok(Observation::NormalIdentity {
-                identity: Box::new(id),
-            });
+        let snapshot = self.snapshot()?.clone();
+        let tries = AtTries {
+            tries,
+            pause: self.setup.identify_pause,
+        };
+        let id = identify_over_at(
+            &snapshot,
+            tries,
+            &|t| self.wrapped(Box::new(t)),
+            self.cancel,
+        )?;
+        self.lines.push(format!(
+            "{} {} · revision {} · IMEI {} · {}",
+            id.manufacturer.as_deref().unwrap_or("modem"),
+            id.model.as_deref().unwrap_or(""),
+            id.revision.as_ref().map(|r| r.text.as_str()).unwrap_or("?"),
+            id.imei.as_ref().map(|i| i.digits.as_str()).unwrap_or("?"),
+            id.cfun
+                .map(|c| format!("+CFUN: {}", c.level))
+                .unwrap_or_else(|| "+CFUN: ?".into())
+        ));
+        for a in id.advice() {
+            self.lines.push(a);
         }
-        Err(last_err.unwrap_or_else(|| {
-            Error::failure(
-                "The modem's AT port did not answer",
-                "no attempt succeeded",
-                "Run `qrescue info`",
-            )
-        }))
+        self.normal = Some(id.clone());
+        Ok(Observation::NormalIdentity {
+            identity: Box::new(id),
+        })
     }
 
     fn identify_sahara(&mut self) -> crate::Result<Observation> {

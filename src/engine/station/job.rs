@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -22,12 +22,13 @@ use crate::engine::diag::DiagSession;
 use crate::engine::events::EngineEvent;
 use crate::engine::firehose::PowerMode;
 use crate::engine::flash::FlashJob;
+use crate::engine::identify::{identify_over_at, open_port, AtTries};
 use crate::engine::journal::{JournalStore, Opening, UnitKey};
 use crate::engine::outcome::{unix_ms_now, utc_text, RunDevice, RunHandle, RunStart};
 use crate::engine::resume::{flash_resumable, AttemptRecords, Link, ResumeNotice, ResumeOptions};
 use crate::record::writer::lock;
 use crate::record::{RecordOptions, Recorder, SharedRecorder};
-use crate::transport::open::{open_device, open_tty};
+use crate::transport::open::open_device;
 use crate::transport::record::RecordingTransport;
 use crate::transport::Transport;
 use crate::workflow::verdict::{judge, Expectation, Return, Verdict};
@@ -548,35 +549,13 @@ impl Job<'_> {
         self.note(Note::Engine { engine: e });
     }
 
-    /// The port of `role` of this modem in normal mode.
-    fn normal_port(&self, role: PortRole) -> crate::Result<PathBuf> {
-        self.class
-            .port(role)
-            .and_then(|p| p.tty.clone())
-            .map(PathBuf::from)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::NoDevice,
-                    format!(
-                        "{} has no {} port with a tty",
-                        self.dev.key,
-                        role.label()
-                    ),
-                    "qrescue talks to a modem in normal mode over its DM and AT ports",
-                    "Check that the option driver is bound (qrescue list), or put the modem in download mode (9008)",
-                )
-            })
-    }
-
     fn identify_normal(&mut self) -> crate::Result<NormalIdentity> {
-        let path = self.normal_port(PortRole::At)?;
-        let t = self.wrap(open_tty(&path)?);
+        let t = self.wrap(open_port(&self.snapshot, PortRole::At)?);
         Ok(AtSession::new(t).identify())
     }
 
     fn switch_to_edl(&mut self) -> crate::Result<()> {
-        let path = self.normal_port(PortRole::Dm)?;
-        let t = self.wrap(open_tty(&path)?);
+        let t = self.wrap(open_port(&self.snapshot, PortRole::Dm)?);
         DiagSession::new(t).switch_to_edl()?;
         Ok(())
     }
@@ -601,34 +580,15 @@ impl Job<'_> {
             DeviceState::Checking,
             "back in normal mode; asking it over AT",
         );
-        let path = match self.normal_port(PortRole::At) {
-            Ok(p) => p,
-            Err(e) => return Ok(Return::Unidentified { why: e.what }),
-        };
-        // A port that just enumerated may refuse the first open for a moment.
-        let mut opened = open_tty(&path);
-        for _ in 0..5 {
-            if opened.is_ok() || self.cancelled() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-            opened = open_tty(&path);
-        }
-        Ok(match opened {
-            Ok(t) => {
-                let id = AtSession::new(self.wrap(t)).identify();
-                if id.imei.is_none() && id.cfun.is_none() && id.model.is_none() {
-                    Return::Unidentified {
-                        why: id
-                            .problems
-                            .first()
-                            .map(|p| format!("{}: {}", p.command, p.error))
-                            .unwrap_or_else(|| "no answer".into()),
-                    }
-                } else {
-                    Return::Normal(Box::new(id))
-                }
-            }
+        // A port that just enumerated may refuse the first open, or not answer at once.
+        let asked = identify_over_at(
+            &self.snapshot,
+            AtTries::default(),
+            &|t| Box::new(self.wrap(t)),
+            self.ctx.cancel,
+        );
+        Ok(match asked {
+            Ok(id) => Return::Normal(Box::new(id)),
             Err(e) => Return::Unidentified {
                 why: format!("{}: {}", e.what, e.why),
             },
