@@ -134,10 +134,15 @@ fn three_emulators_are_flashed_in_parallel_and_each_row_is_its_own_unit() {
             "{r}"
         );
         imeis.insert(imei.to_string());
-        sns.insert(format!(
+        let sn = format!(
             "0x{}",
             r["edl_serial"].as_str().unwrap().to_ascii_lowercase()
-        ));
+        );
+        // Its flash was journaled by its serial, in the same store as `qrescue flash`.
+        assert_eq!(r["journal"], format!("sn-{sn}").as_str(), "{r}");
+        assert_eq!(r["resumed"], false, "{r}");
+        assert!(data.join(format!("journals/sn-{sn}.jsonl")).is_file());
+        sns.insert(sn);
     }
     assert_eq!(imeis.len(), 3);
     assert_eq!(sns, serials);

@@ -40,6 +40,28 @@ fn stop(mut child: std::process::Child) {
     let _ = child.wait();
 }
 
+/// `qrescue ARGS` with its data folder (flash journals, run records) in `data`, bounded by `T`.
+fn qrescue_in(data: &Path, args: &[&str]) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = Command::new(common::bin())
+        .env("QRESCUE_DATA_DIR", data)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn qrescue");
+    let end = std::time::Instant::now() + T;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            panic!("qrescue {args:?} did not finish within {T:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 fn json_lines(o: &std::process::Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -55,7 +77,9 @@ fn update_flashes_a_normal_mode_modem_and_ends_flashed_and_verified() {
     let (sim, socket) = sim_normal(dir.path());
     let backups = dir.path().join("backups");
     let dumps = dir.path().join("dumps");
-    let out = common::qrescue(
+    let data = dir.path().join("data");
+    let out = qrescue_in(
+        &data,
         &[
             "update",
             common::s(&pkg),
@@ -69,7 +93,6 @@ fn update_flashes_a_normal_mode_modem_and_ends_flashed_and_verified() {
             common::s(&dumps),
             "--json",
         ],
-        T,
     );
     stop(sim);
     assert_eq!(common::code(&out), 0, "{}", common::describe(&out));
@@ -90,6 +113,23 @@ fn update_flashes_a_normal_mode_modem_and_ends_flashed_and_verified() {
     // The backup is on file.
     assert!(f["backup"].is_string());
     assert!(backups.read_dir().unwrap().count() >= 1);
+    // The flash was journaled and recorded: `qrescue status` lists the update's run (written,
+    // then verified) and the unit's finished journal.
+    let out = qrescue_in(&data, &["status", "--json"]);
+    assert_eq!(common::code(&out), 0, "{}", common::describe(&out));
+    let status = json_lines(&out);
+    let run = status
+        .iter()
+        .find(|l| l["tool"] == "update")
+        .unwrap_or_else(|| panic!("{}", common::describe(&out)));
+    assert_eq!(run["state"], "finished", "{run}");
+    assert!(run["verification"].as_str().unwrap().contains("verified"));
+    let unit = format!("sn-0x{:08x}", p.identity.serial);
+    let journal = status
+        .iter()
+        .find(|l| l["journal"]["unit"] == unit.as_str())
+        .unwrap_or_else(|| panic!("{}", common::describe(&out)));
+    assert_eq!(journal["journal"]["finished"], true, "{journal}");
 }
 
 #[test]

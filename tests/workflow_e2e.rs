@@ -246,3 +246,124 @@ fn a_wrong_variant_package_is_refused_before_the_switch_to_edl() {
     // The unit never left normal mode.
     assert_eq!(unit.present(), ["2c7c:0125"]);
 }
+
+#[test]
+fn an_update_whose_link_drops_mid_flash_continues_from_its_journal_and_ends_verified() {
+    use qrescue::engine::journal::JournalStore;
+    use qrescue::engine::outcome::RunStore;
+    use qrescue::engine::resume::ResumeNotice;
+    use qrescue::sim::firehose::programmer::{writes_per_region, WriteKind};
+    use qrescue::workflow::{Channel, Mode, Observation, Want};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let p = profile(25);
+    let pkg = package(tmp.path(), &p, NEW_REV);
+
+    // 1. A backup of this unit goes on file first (identify, switch, upload, back up), so the
+    //    update below sends only its flash over the link.
+    {
+        let unit = Unit::start(&p, factory_programmer(&p), None);
+        let s = setup(tmp.path(), Some(&pkg));
+        let mut src = unit.hub.source();
+        let cancel = AtomicBool::new(false);
+        let mut emit = |_: &WorkflowEvent| {};
+        let mut ask = |_: &Question| true;
+        let mut d = Driver::new(&mut src, &s, &mut emit, &mut ask, &cancel);
+        d.find(Some(Mode::Normal)).unwrap();
+        for a in [
+            Action::Identify { over: Channel::At },
+            Action::SwitchToEdl,
+            Action::WaitFor {
+                want: Want::Mode(Mode::Edl),
+                within_ms: 30_000,
+            },
+            Action::Identify {
+                over: Channel::Sahara,
+            },
+            Action::Upload,
+            Action::Backup,
+        ] {
+            let o = d.perform(&a);
+            assert!(!matches!(o, Observation::Failed { .. }), "{a:?}: {o:?}");
+        }
+    }
+
+    // 2. The same unit (same serial, a fresh storage) whose link drops 300 kB into the flash;
+    //    the bench power-cycles it with its boot pin held, so it is back in 9008.
+    let unit = CyclingUnit::start(&p, dropping_programmer(&p, 300_000));
+    let mut s = setup(tmp.path(), Some(&pkg));
+    s.journals = Some(JournalStore::at(tmp.path().join("journals")));
+    s.runs = Some(RunStore::at(tmp.path().join("runs")));
+    s.flash_return = Duration::from_secs(30);
+    let mut src = unit.hub.source();
+    let mut events = Vec::new();
+    let cancel = AtomicBool::new(false);
+    let f = {
+        let mut emit = |e: &WorkflowEvent| events.push(e.clone());
+        let mut ask = |_: &Question| true;
+        let mut d = Driver::new(&mut src, &s, &mut emit, &mut ask, &cancel);
+        d.run_kind(&Kind::Auto, &Timings::default()).unwrap()
+    };
+    let prog = unit.stop();
+    assert_eq!(f.workflow, "update");
+    assert!(f.verified(), "{}\n{}", headline(&f), story(&events));
+    let names = steps(&events);
+    assert!(!names.contains(&"backup".to_string()), "{names:?}");
+    assert_eq!(names.iter().filter(|n| *n == "flash").count(), 1);
+    // The flash waited for the unit and went on in a second attempt.
+    assert!(events.iter().any(|e| matches!(
+        e,
+        WorkflowEvent::Resume {
+            notice: ResumeNotice::Connected { attempt: 2, .. },
+            ..
+        }
+    )));
+
+    // Its write log: one partition (the interrupted one) erased and programmed twice; every
+    // other one programmed once, several of them before the drop and never again.
+    let regions = prog.storage().regions();
+    let per = writes_per_region(prog.writes(), &regions);
+    let twice: Vec<_> = per.iter().filter(|w| w.programs > 1).collect();
+    assert_eq!(twice.len(), 1, "{per:#?}");
+    assert_eq!(twice[0].erases, 2, "{:?}", twice[0]);
+    assert!(per
+        .iter()
+        .all(|w| w.programs <= 1 || w.name == twice[0].name));
+    let only_first: Vec<&str> = regions
+        .iter()
+        .filter(|r| {
+            let mut sessions = prog
+                .writes()
+                .iter()
+                .filter(|w| w.kind == WriteKind::Program && w.touches(r))
+                .map(|w| w.session);
+            sessions.next() == Some(1) && sessions.all(|s| s == 1)
+        })
+        .map(|r| r.name.as_str())
+        .collect();
+    assert!(only_first.len() >= 3, "{only_first:?}\n{per:#?}");
+
+    // Its journal is finished; `qrescue status` sees both attempts, the last one verified.
+    let journals = JournalStore::at(tmp.path().join("journals"))
+        .list()
+        .unwrap();
+    assert_eq!(journals.len(), 1);
+    assert!(journals[0].finished);
+    assert_eq!(
+        journals[0].unit.to_string(),
+        format!("sn-0x{:08x}", p.identity.serial)
+    );
+    let records = RunStore::at(tmp.path().join("runs")).list(10).unwrap();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert!(records.iter().all(|r| r.tool == "update"));
+    let words: Vec<&str> = records.iter().map(|r| r.state.word()).collect();
+    assert!(
+        words.contains(&"failed") && words.contains(&"finished"),
+        "{words:?}"
+    );
+    let last = records
+        .iter()
+        .find(|r| r.state.word() == "finished")
+        .unwrap();
+    assert!(last.verification.as_deref().unwrap().contains("verified"));
+}

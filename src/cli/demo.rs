@@ -26,20 +26,20 @@ use crate::device::classify::PortRole;
 use crate::device::identity::DeviceId;
 use crate::device::monitor::{Monitor, Update};
 use crate::device::{DeviceSnapshot, DeviceSource};
-use crate::engine::at::{AtSession, NormalIdentity};
+use crate::engine::at::NormalIdentity;
 use crate::engine::connect::attach_or_upload;
 use crate::engine::diag::{DiagSession, EdlSwitch};
 use crate::engine::events::EngineEvent;
 use crate::engine::firehose::{FirehoseOptions, FirehoseSession, PowerMode, Read};
 use crate::engine::flash::{self, FlashJob, FlashStep};
 use crate::engine::guards::MemoryLedger;
+use crate::engine::identify::{identify_over_at, open_port, AtTries};
 use crate::engine::prepare::{prepare, CompatReport, PrepareRequest, Prepared};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
 use crate::protocol::firehose::commands::StorageKind;
 use crate::sim::profile;
 use crate::sim::world::{DemoWorld, Scenario, Timing, WorldOptions};
 use crate::transport::{Pushback, Transport};
-use crate::tui::exec::open_role;
 use crate::workflow::verdict::{judge, Expectation, Return, Verdict};
 use crate::{Error, ErrorKind};
 
@@ -273,16 +273,18 @@ pub fn run(args: &DemoArgs, out: &Output) -> crate::Result<()> {
 }
 
 /// Read who a normal-mode modem is over its AT port, and print it.
-fn identify_over_at(d: &DeviceSnapshot, out: &Output) -> crate::Result<NormalIdentity> {
-    let port = open_role(d, PortRole::At)?;
-    let name = port.describe();
-    let mut at = AtSession::new(recording::wrap(port));
-    let id = at.identify();
+fn identify_and_print(d: &DeviceSnapshot, out: &Output) -> crate::Result<NormalIdentity> {
+    let id = identify_over_at(
+        d,
+        AtTries::default(),
+        &|t| Box::new(recording::wrap(t)),
+        signals::flag(),
+    )?;
     out.json_line(&json!({"event": "identity", "identity": &id}));
     for l in identity_lines(&id) {
         out.line(format!("   {l}"));
     }
-    tracing::info!(target: "qrescue::demo", port = %name, "identified over AT");
+    tracing::info!(target: "qrescue::demo", "identified over AT");
     Ok(id)
 }
 
@@ -341,7 +343,7 @@ fn switch_over_diag(
     d: &DeviceSnapshot,
     out: &Output,
 ) -> crate::Result<Update> {
-    let port = open_role(d, PortRole::Dm)?;
+    let port = open_port(d, PortRole::Dm)?;
     let mut diag = DiagSession::new(recording::wrap(port));
     let how = diag.switch_to_edl()?;
     drop(diag);
@@ -412,7 +414,7 @@ fn return_and_judge(
                     .unwrap_or_default(),
                 u.matched.why
             ));
-            match identify_over_at(d, out) {
+            match identify_and_print(d, out) {
                 Ok(id) => Return::Normal(Box::new(id)),
                 Err(e) => Return::Unidentified { why: e.what },
             }
@@ -492,7 +494,7 @@ fn rescue(
             "Before touching anything, read who it is: model, firmware, IMEI, and whether it is calibrated (+CFUN: 1). The firmware revision decides which packages fit; the IMEI is what must survive the flash.",
         );
         let d = found.device.as_ref().expect("an appearance has a device");
-        let id = identify_over_at(d, out)?;
+        let id = identify_and_print(d, out)?;
         let rev = id.revision.as_ref().map(|r| r.text.clone());
         before = Some(id);
         rev
@@ -712,7 +714,7 @@ fn factory(
         "Identify it over AT",
         "Who it is and whether it is calibrated: the IMEI and +CFUN: 1 are what must survive.",
     );
-    let before = identify_over_at(&d, out)?;
+    let before = identify_and_print(&d, out)?;
     let req = PrepareRequest {
         package: world.package(),
         modem_revision: before.revision.as_ref().map(|r| r.text.clone()),

@@ -151,8 +151,8 @@ fn clone_port_args(a: &crate::cli::args::PortArgs) -> crate::cli::args::PortArgs
     }
 }
 
-/// One line for people per notice.
-fn notice_line(n: &ResumeNotice) -> Option<String> {
+/// One line for people per notice (also the station's and the update workflow's).
+pub(crate) fn notice_line(n: &ResumeNotice) -> Option<String> {
     Some(match n {
         ResumeNotice::Waiting { attempt: 1, .. } => return None,
         ResumeNotice::Waiting { after, wait_s, .. } => format!(

@@ -4,6 +4,11 @@
 //! modem and state; `--json` gets every station event as one line with its `device` key. The
 //! run's summary (one row per modem) goes to the run folder as JSON and CSV, and to every
 //! `--summary FILE`. Exit code 0 only when every modem was flashed and verified.
+//!
+//! Each modem's flash is journaled by its EDL serial in the same store as `qrescue flash`
+//! ([`JournalStore::default_location`]): a modem whose link drops continues where it stopped
+//! when it comes back, and a run cut short continues on the next run (`--fresh` starts every
+//! modem over).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +17,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::cli::args::FlashArgs;
+use crate::cli::flash_resume::notice_line;
 use crate::cli::output::{self, Output};
 use crate::cli::package_cmds::{print_before_flash, request, store_ledger, verdict};
 use crate::cli::{recording, signals};
@@ -19,8 +25,10 @@ use crate::device::enumerate::Sysfs;
 use crate::device::sim_source::SimSource;
 use crate::device::watch::usb_source;
 use crate::engine::events::EngineEvent;
+use crate::engine::journal::{JournalStore, Opening};
 use crate::engine::outcome::{data_dir, unix_ms_now, utc_compact, RunStore};
 use crate::engine::prepare::prepare;
+use crate::engine::resume::ResumeNotice;
 use crate::engine::station::{
     self, Bus, Note, Outcome, Selection, StationConfig, StationEvent, Summary,
 };
@@ -165,6 +173,21 @@ impl Lines {
                 ),
                 _ => {}
             },
+            // Attempts and waits are told by the state lines; a new journal is the usual case.
+            Note::Resume {
+                notice:
+                    ResumeNotice::Waiting { .. }
+                    | ResumeNotice::Connected { .. }
+                    | ResumeNotice::Journal {
+                        opening: Opening::New { .. },
+                        ..
+                    },
+            } => {}
+            Note::Resume { notice } => {
+                if let Some(l) = notice_line(notice) {
+                    self.line(t, d, "journal", &l);
+                }
+            }
             Note::Finished { row } => {
                 let word = match row.outcome {
                     Outcome::Verified => "VERIFIED",
@@ -200,6 +223,20 @@ fn print_summary(s: &Summary, dir: &Path, extra: &[PathBuf], out: &Output) {
             r.duration_ms as f64 / 1000.0,
             r.detail
         ));
+        if r.resumed || r.attempts > 1 {
+            out.line(format!(
+                "  {:<w$} {:<12} {} attempt(s), {}; {} sent again",
+                "",
+                "",
+                r.attempts,
+                if r.resumed {
+                    "continued from its journal"
+                } else {
+                    "started over"
+                },
+                output::bytes(r.bytes_resent)
+            ));
+        }
         if let Some(n) = &r.next {
             out.line(format!("  {:<w$} {:<12} next: {n}", "", ""));
         }
@@ -253,6 +290,8 @@ pub fn flash_station(args: &FlashArgs, package: &Path, out: &Output) -> crate::R
     cfg.record = st.record_each;
     cfg.waits.normal_return = return_wait;
     cfg.runs = RunStore::default_location().ok();
+    cfg.journals = Some(JournalStore::default_location()?);
+    cfg.fresh = args.fresh;
     let selection = if st.all {
         Selection::All
     } else {

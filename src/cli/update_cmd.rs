@@ -2,7 +2,9 @@
 //! (normal → update, 9008 → unbrick, 900e → crash) — and `qrescue edl`, the software switch to
 //! download mode. Both run [`crate::engine::workflow`]'s driver over the devices this host sees
 //! (USB, `--sim SOCKET`); this file only prints (what/why/next per step, or one JSON object per
-//! line with `--json`) and answers the workflow's questions (`--yes`, or on a terminal).
+//! line with `--json`) and answers the workflow's questions (`--yes`, or on a terminal). The
+//! update's flash is journaled in the same store as `qrescue flash` and leaves run records for
+//! `qrescue status`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -13,6 +15,7 @@ use serde_json::json;
 use crate::backup::store;
 use crate::cli::args::{EdlArgs, UpdateArgs};
 use crate::cli::firehose_cmds::EventPrinter;
+use crate::cli::flash_resume::notice_line;
 use crate::cli::output::Output;
 use crate::cli::{backup_cmds, recording, signals};
 use crate::device::classify::{classify, PortRole};
@@ -21,6 +24,8 @@ use crate::device::sim_source::SimSource;
 use crate::device::watch::{usb_source, MergedSource};
 use crate::device::DeviceSource;
 use crate::engine::events::EngineEvent;
+use crate::engine::journal::JournalStore;
+use crate::engine::outcome::RunStore;
 use crate::engine::prepare::PrepareRequest;
 use crate::engine::workflow::{Driver, Finished, Kind, Link, Setup, Timings, WorkflowEvent};
 use crate::workflow::{Action, Mode, Observation, Question, Want};
@@ -152,6 +157,11 @@ impl Printer {
                     out.line("   FAILED");
                 }
             }
+            WorkflowEvent::Resume { notice, .. } => {
+                if let Some(l) = notice_line(notice) {
+                    out.line(format!("   {l}"));
+                }
+            }
             WorkflowEvent::Asked { yes, .. } => {
                 out.line(format!("   answer: {}", if *yes { "yes" } else { "no" }))
             }
@@ -256,6 +266,12 @@ pub fn update(a: &UpdateArgs, out: &Output) -> crate::Result<()> {
     });
     setup.find_within = find;
     setup.wrap = Some(record);
+    // Journaled and recorded as `qrescue flash` is: an update cut short continues on the next
+    // run, and `qrescue status` lists it.
+    setup.journals = Some(JournalStore::default_location()?);
+    setup.runs = RunStore::default_location()
+        .map_err(|e| tracing::info!("this update is not recorded: {e}"))
+        .ok();
     let mut src = sources(&a.sim, a.no_usb)?;
     let mut printer = Printer::new(*out);
     let mut emit = |e: &WorkflowEvent| printer.event(e);

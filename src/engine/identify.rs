@@ -8,15 +8,28 @@
 //! command that would change the USB composition. Over DIAG only `7C` is sent. Never fails as a
 //! whole: what could not be read is said in [`NormalInfo::problems`] and the records' own
 //! problem lists. Renders nothing.
+//!
+//! [`identify_over_at`] is the one "find its AT port, open it, ask, and try again while a port
+//! that just enumerated refuses or stays silent" for a modem back in normal mode (the station's
+//! check after a flash, the workflows' identify and verify steps, the demo); [`open_port`] opens
+//! the tty of one of its roles.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::backup::identity::{Identity, UsbComposition};
+use crate::device::classify::{classify, PortRole};
+use crate::device::DeviceSnapshot;
 use crate::engine::at::{AtSession, AtTimeouts, NormalIdentity};
 use crate::engine::diag::{DiagSession, DiagStats, DiagTimeouts};
 use crate::protocol::at::{parse_qsecboot, QSecBoot};
 use crate::protocol::diag::packet::BuildId;
+use crate::transport::serial::SerialTransport;
 use crate::transport::Transport;
+use crate::{Error, ErrorKind};
 
 /// The waits of both sessions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -190,6 +203,131 @@ impl NormalInfo {
     }
 }
 
+/// How often [`identify_over_at`] asks, and the pause between: a modem that just enumerated may
+/// refuse the first open of its AT port, or not answer for a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AtTries {
+    /// At least 1.
+    pub tries: u32,
+    pub pause: Duration,
+}
+
+impl AtTries {
+    /// One try, no pause.
+    pub const ONCE: AtTries = AtTries {
+        tries: 1,
+        pause: Duration::ZERO,
+    };
+}
+
+impl Default for AtTries {
+    fn default() -> Self {
+        AtTries {
+            tries: 5,
+            pause: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The tty bound to `role` of `snapshot` (its classification's interface), or why there is
+/// none.
+pub fn port_tty(snapshot: &DeviceSnapshot, role: PortRole) -> crate::Result<PathBuf> {
+    let class = classify(snapshot);
+    let what = match role {
+        PortRole::At => "AT",
+        PortRole::Dm => "DM (DIAG)",
+        _ => "serial",
+    };
+    let port = class.port(role).ok_or_else(|| {
+        Error::new(
+            ErrorKind::NoDevice,
+            format!("{} has no {what} port in this mode", snapshot.id()),
+            format!("it shows as {}", class.label),
+            "Check that the modem is in normal mode (`qrescue list`)",
+        )
+    })?;
+    port.tty
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::NoDevice,
+                format!(
+                    "No serial device is bound to the {what} interface {} of {}",
+                    port.interface,
+                    snapshot.id()
+                ),
+                "the kernel's option/qcserial driver makes the ttys; without one there is nothing to open",
+                "Load the option driver (`modprobe option`), check `qrescue preflight`, or put the modem in download mode (9008)",
+            )
+        })
+}
+
+/// Open the tty of `role` of `snapshot`.
+pub fn open_port(snapshot: &DeviceSnapshot, role: PortRole) -> crate::Result<SerialTransport> {
+    crate::transport::open::open_tty(&port_tty(snapshot, role)?)
+}
+
+/// Whether the modem told anything of who it is (revision, IMEI, CFUN or model).
+pub fn at_answered(id: &NormalIdentity) -> bool {
+    id.revision.is_some() || id.imei.is_some() || id.cfun.is_some() || id.model.is_some()
+}
+
+/// Ask the modem of `snapshot` who it is over its AT port ([`AtSession::identify`], every
+/// command bounded): open the port and ask, up to `tries` times with the pause between, until
+/// it answers. `wrap` wraps each opened port (a recording). A stop request (`cancel`) ends the
+/// tries early. `Err` when it has no AT port, the port could not be opened, or it never
+/// answered (the problems it gave).
+pub fn identify_over_at(
+    snapshot: &DeviceSnapshot,
+    tries: AtTries,
+    wrap: &dyn Fn(SerialTransport) -> Box<dyn Transport>,
+    cancel: &AtomicBool,
+) -> crate::Result<NormalIdentity> {
+    let tty = port_tty(snapshot, PortRole::At)?;
+    let mut last = None;
+    for attempt in 0..tries.tries.max(1) {
+        if attempt > 0 {
+            if cancel.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(tries.pause);
+        }
+        let t = match crate::transport::open::open_tty(&tty) {
+            Ok(t) => t,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        let id = AtSession::new(wrap(t)).identify();
+        if at_answered(&id) {
+            return Ok(id);
+        }
+        last = Some(silent(&tty, &id));
+    }
+    Err(last.unwrap_or_else(|| silent(&tty, &NormalIdentity::default())))
+}
+
+fn silent(tty: &Path, id: &NormalIdentity) -> Error {
+    let why = id
+        .problems
+        .iter()
+        .map(|p| format!("{}: {}", p.command, p.error))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Error::failure(
+        format!("The modem's AT port {} did not answer", tty.display()),
+        if why.is_empty() {
+            "no answer".to_string()
+        } else {
+            why
+        },
+        "Close programs holding it (qrescue preflight), then `qrescue info`",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +419,40 @@ mod tests {
         // The AT revision still stands.
         assert!(info.revision().is_some());
         drop(modem);
+    }
+
+    #[test]
+    fn a_modem_without_an_at_tty_is_refused_before_anything_is_opened() {
+        let snap = DeviceSnapshot {
+            bus: 3,
+            ports: vec![1],
+            address: 5,
+            vid: 0x05c6,
+            pid: 0x9008,
+            bcd_device: 0,
+            manufacturer: None,
+            product: None,
+            serial: None,
+            speed: None,
+            interfaces: Vec::new(),
+            origin: None,
+        };
+        let e = identify_over_at(
+            &snap,
+            AtTries::default(),
+            &|t| Box::new(t),
+            &AtomicBool::new(false),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NoDevice);
+        assert!(e.what.contains("no AT port"), "{e}");
+        assert_eq!(
+            open_port(&snap, PortRole::Dm).unwrap_err().kind,
+            ErrorKind::NoDevice
+        );
+        let mut id = NormalIdentity::default();
+        assert!(!at_answered(&id));
+        id.model = Some("EC25".into());
+        assert!(at_answered(&id));
     }
 }

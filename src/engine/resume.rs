@@ -48,6 +48,7 @@ use crate::engine::flash::{
 use crate::engine::journal::{
     Journal, JournalState, JournalStore, Opening, PackageIdentity, UnitKey,
 };
+use crate::engine::outcome::{RunDevice, RunHandle, RunStart, RunStore};
 use crate::transport::Transport;
 use crate::{Error, ErrorKind};
 
@@ -234,6 +235,14 @@ pub struct ResumeOptions {
     pub max_stalls: u32,
     /// eMMC/UFS chunk size ([`JournalRun::chunk_bytes`]). Default [`DEFAULT_CHUNK_BYTES`].
     pub chunk_bytes: u64,
+    /// The unit this flash is for, when the caller knows it before the first link (a station's
+    /// selected modem, the serial a workflow read over Sahara before it started the
+    /// programmer). A unit that tells another serial is never flashed: it is left alone
+    /// ([`ResumeNotice::OtherUnit`]) and the flash waits for this one. On the *first* link
+    /// only, a unit that tells no serial (its programmer already runs — the link the caller
+    /// read the serial on and then started the programmer over) is taken to be this unit, so
+    /// its flash is journaled too; a later link that tells no serial is refused.
+    pub unit: Option<UnitKey>,
 }
 
 impl Default for ResumeOptions {
@@ -245,6 +254,7 @@ impl Default for ResumeOptions {
             max_attempts: 200,
             max_stalls: 5,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            unit: None,
         }
     }
 }
@@ -425,6 +435,7 @@ pub fn flash_resumable(
     let mut sent_total = 0u64;
     let mut last_error: Option<Error> = None;
     let mut forecast: Option<WindowForecast> = None;
+    let mut links = 0u32;
     loop {
         if attempts >= opts.max_attempts {
             return Err(gave_up(
@@ -464,6 +475,7 @@ pub fn flash_resumable(
                 ),
             });
         };
+        links += 1;
         let Link {
             transport,
             appeared,
@@ -483,7 +495,12 @@ pub fn flash_resumable(
             }
             Err(e) => return Err(e),
         };
-        let Some(key) = info.as_ref().and_then(UnitKey::from_device_info) else {
+        let told = info.as_ref().and_then(UnitKey::from_device_info);
+        // The caller vouches for the first link (see `ResumeOptions::unit`).
+        let vouched = (links == 1 && journal.is_none())
+            .then(|| opts.unit.clone())
+            .flatten();
+        let Some(key) = told.or(vouched) else {
             if journal.is_some() {
                 // A unit that told its serial before and not now may be another modem.
                 return Err(unknown_unit());
@@ -513,6 +530,13 @@ pub fn flash_resumable(
                 },
             });
         };
+        if let Some(want) = opts.unit.as_ref().filter(|w| **w != key) {
+            notice(&ResumeNotice::OtherUnit {
+                found: key,
+                expected: want.clone(),
+            });
+            continue;
+        }
         match &journal {
             Some((j, _)) if *j.unit() != key => {
                 notice(&ResumeNotice::OtherUnit {
@@ -709,6 +733,125 @@ fn gave_up(what: String, last: Option<Error>) -> Error {
     )
 }
 
+/// The run records ([`RunStore`], what `qrescue status` lists) of a resumable flash: one per
+/// attempt, each begun at the attempt's `Plan` event and ended at its `Done` — a completed
+/// attempt as finished, one cut off (a drop, a closed boot-loop window) with what its failed
+/// step said, the last one with the error [`flash_resumable`] returned. Steps an attempt skips
+/// because an earlier one wrote them count as done (with no bytes), as the engine reports
+/// them. A record that cannot be written never stops the flash (it is logged).
+///
+/// Feed it every engine event ([`AttemptRecords::on_event`]) and notice
+/// ([`AttemptRecords::on_notice`]), then [`AttemptRecords::end`] with the result.
+pub struct AttemptRecords {
+    store: Option<RunStore>,
+    start: RunStart,
+    open: Option<RunHandle>,
+    /// An attempt that ended without finishing, waiting for the next attempt or the end.
+    cut: Option<RunHandle>,
+    /// What the running attempt's failed step said.
+    failed: Option<Error>,
+    last: Option<RunHandle>,
+}
+
+impl AttemptRecords {
+    /// Records in `store` (none when `None`), each started from `start`.
+    pub fn new(store: Option<RunStore>, start: RunStart) -> AttemptRecords {
+        AttemptRecords {
+            store,
+            start,
+            open: None,
+            cut: None,
+            failed: None,
+            last: None,
+        }
+    }
+
+    /// The device as the next attempts' records name it.
+    pub fn device(&mut self) -> &mut RunDevice {
+        &mut self.start.device
+    }
+
+    /// Follow a notice: the port of each attempt, the unit once its journal is open (as its
+    /// serial, when the record does not name one yet).
+    pub fn on_notice(&mut self, n: &ResumeNotice) {
+        match n {
+            ResumeNotice::Connected { port, .. } => self.start.device.port = Some(port.clone()),
+            ResumeNotice::Journal { unit, .. } if self.start.device.serial.is_none() => {
+                self.start.device.serial = Some(unit.to_string());
+            }
+            _ => {}
+        }
+    }
+
+    /// Follow an engine event of the running attempt.
+    pub fn on_event(&mut self, e: &EngineEvent) {
+        match e {
+            EngineEvent::Plan { .. } => {
+                self.close_cut(None);
+                self.failed = None;
+                self.open = self.store.as_ref().and_then(|s| {
+                    s.begin(self.start.clone())
+                        .map_err(|e| tracing::warn!("this flash attempt is not recorded: {e}"))
+                        .ok()
+                });
+            }
+            EngineEvent::StepFailed {
+                what, why, next, ..
+            } => {
+                self.failed = Some(Error::new(
+                    ErrorKind::DeviceLost,
+                    what.clone(),
+                    why.clone(),
+                    next.clone(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(h) = &mut self.open {
+            h.on_event(e);
+        }
+        if let EngineEvent::Done { ok, bytes, .. } = e {
+            if let Some(mut h) = self.open.take() {
+                if *ok {
+                    h.finish(Ok(*bytes));
+                    self.last = Some(h);
+                } else {
+                    self.cut = Some(h);
+                }
+            }
+        }
+    }
+
+    /// End the attempt cut off before: with `e`, else what its failed step said.
+    fn close_cut(&mut self, e: Option<&Error>) {
+        let Some(mut h) = self.cut.take() else {
+            return;
+        };
+        let fallback = Error::new(
+            ErrorKind::DeviceLost,
+            "The attempt ended before the plan was done",
+            "the link dropped or the boot-loop window closed",
+            "Nothing to do: the flash continues in the next attempt",
+        );
+        let e = e.or(self.failed.as_ref()).unwrap_or(&fallback);
+        h.finish(Err(e));
+        self.last = Some(h);
+    }
+
+    /// The flash ended with `result`: the attempt still open is ended with its error. Returns
+    /// the record of the last attempt (for [`RunHandle::verified`] after the check).
+    pub fn end<T>(mut self, result: Result<&T, &Error>) -> Option<RunHandle> {
+        if let Some(h) = self.open.take() {
+            self.cut = Some(h);
+        }
+        match result {
+            Ok(_) => self.close_cut(None),
+            Err(e) => self.close_cut(Some(e)),
+        }
+        self.last
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -733,5 +876,87 @@ mod tests {
         assert_eq!(windows_needed(&[], 1e6, 0.1, 10.0), Some(1));
         assert_eq!(windows_needed(&work, 0.0, 0.1, 10.0), None);
         assert_eq!(windows_needed(&work, 1e6, 0.1, -1.0), None);
+    }
+
+    #[test]
+    fn every_attempt_leaves_its_own_run_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::at(dir.path());
+        let mut r = AttemptRecords::new(
+            Some(store.clone()),
+            RunStart {
+                tool: "station".into(),
+                ..RunStart::default()
+            },
+        );
+        let plan = EngineEvent::Plan {
+            steps: Vec::new(),
+            total_bytes: 300,
+        };
+        let finished = |bytes| EngineEvent::StepFinished {
+            index: 0,
+            bytes,
+            elapsed_ms: 1,
+            bytes_per_s: 1.0,
+        };
+        r.on_notice(&ResumeNotice::Journal {
+            unit: UnitKey::from_serial(0xabc),
+            path: "/j".into(),
+            opening: Opening::New {
+                replaced_finished: false,
+                fresh: false,
+            },
+        });
+        r.on_notice(&ResumeNotice::Connected {
+            attempt: 1,
+            port: "pty at 1-1".into(),
+            window_ms: None,
+        });
+        // Attempt 1: a step, then the link drops in the next.
+        r.on_event(&plan);
+        r.on_event(&finished(100));
+        r.on_event(&EngineEvent::StepFailed {
+            index: 1,
+            what: "The modem went away".into(),
+            why: "it left the bus".into(),
+            next: "wait".into(),
+        });
+        r.on_event(&EngineEvent::Done {
+            ok: false,
+            bytes: 150,
+            elapsed_ms: 5,
+        });
+        // Attempt 2: the first step skipped, the rest written.
+        r.on_event(&plan);
+        r.on_event(&finished(0));
+        r.on_event(&finished(200));
+        r.on_event(&EngineEvent::Done {
+            ok: true,
+            bytes: 200,
+            elapsed_ms: 5,
+        });
+        let last = r.end(Ok(&())).unwrap();
+        assert_eq!(
+            last.record().state,
+            crate::engine::outcome::RunState::Finished
+        );
+        let mut all = store.list(10).unwrap();
+        all.sort_by_key(|x| x.state.word());
+        assert_eq!(all.len(), 2, "{all:#?}");
+        let (failed, done) = (&all[0], &all[1]);
+        assert_eq!(failed.state.word(), "failed", "{failed:#?}");
+        assert_eq!(failed.problem.as_ref().unwrap().what, "The modem went away");
+        assert_eq!(failed.steps_done, 1);
+        assert_eq!(done.steps_done, 2);
+        assert_eq!(done.bytes_done, 200);
+        for x in &all {
+            assert_eq!(x.device.serial.as_deref(), Some("sn-0x00000abc"));
+            assert_eq!(x.device.port.as_deref(), Some("pty at 1-1"));
+        }
+        // Without a store nothing is written, and an error ends the open attempt.
+        let mut r = AttemptRecords::new(None, RunStart::default());
+        r.on_event(&plan);
+        let e = Error::failure("x", "y", "z");
+        assert!(r.end::<()>(Err(&e)).is_none());
     }
 }

@@ -9,8 +9,11 @@
 //! - Identify over AT ([`AtSession::identify`]), the DIAG switch
 //!   ([`DiagSession::switch_to_edl`]), Sahara identity ([`backup::run::identify`]), the
 //!   package check ([`prepare`] with the backup store's [`StoreLedger`]), programmer upload
-//!   ([`attach_or_upload`]), backup ([`backup::run::take_backup`]), flash ([`flash::run`]),
-//!   restore ([`backup::run::restore`]) and the RAM dump ([`SaharaSession::ramdump`]).
+//!   ([`attach_or_upload`]), backup ([`backup::run::take_backup`]), flash
+//!   ([`flash_resumable`]: journaled by the unit's EDL serial in [`Setup::journals`], a run
+//!   record per attempt in [`Setup::runs`]; when the link drops mid-flash the driver waits for
+//!   the same unit back in 9008 and the flash continues where it stopped, and the reset ends the
+//!   flash), restore ([`backup::run::restore`]) and the RAM dump ([`SaharaSession::ramdump`]).
 //! - Every wait is bounded (the machine's `within_ms`, each protocol's own timeouts).
 //! - Progress goes out as serde-serialisable [`WorkflowEvent`]s through a callback; nothing
 //!   here prints. Questions go to the `ask` callback (the CLI answers `--yes` or asks).
@@ -18,6 +21,7 @@
 //! Action failures become [`Observation::Failed`] (the machine decides); only a device source
 //! that fails ends the run with an error.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -31,14 +35,20 @@ use crate::device::classify::{classify, Mode as DeviceMode, PortRole};
 use crate::device::identity::DeviceId;
 use crate::device::monitor::{Monitor, Update as BusUpdate};
 use crate::device::{DeviceSnapshot, DeviceSource};
-use crate::engine::at::{AtSession, NormalIdentity};
+use crate::engine::at::NormalIdentity;
 use crate::engine::connect::attach_or_upload;
 use crate::engine::diag::DiagSession;
 use crate::engine::events::EngineEvent;
 use crate::engine::firehose::{FirehoseOptions, FirehoseSession, PowerMode, StorageKind};
-use crate::engine::flash::{self, FlashJob};
+use crate::engine::flash::FlashJob;
 use crate::engine::guards::BackupLedger;
+use crate::engine::identify::{identify_over_at, AtTries};
+use crate::engine::journal::{JournalStore, Opening, UnitKey};
+use crate::engine::outcome::{RunDevice, RunHandle, RunStart, RunStore};
 use crate::engine::prepare::{prepare, PrepareRequest, Prepared, Stage};
+use crate::engine::resume::{
+    flash_resumable, AttemptRecords, Link as ResumeLink, ResumeNotice, ResumeOptions,
+};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
 use crate::transport::open::{open_device, open_tty, OpenOptions};
 use crate::transport::{Pushback, Transport};
@@ -63,8 +73,6 @@ enum Held {
     Sahara(Link),
     /// A programmer is running.
     Firehose(Box<Fh>),
-    /// A programmer is running (after a flash, which keeps its own session).
-    Raw(Link),
 }
 
 /// What the driver needs besides the machine.
@@ -88,6 +96,15 @@ pub struct Setup {
     pub identify_pause: Duration,
     /// Wraps every port the driver opens (the CLI's session recorder).
     pub wrap: Option<fn(Link) -> Link>,
+    /// Where the flash journal is kept, by the unit's EDL serial (`qrescue update` gives
+    /// [`JournalStore::default_location`], as `qrescue flash` does, so an update cut short
+    /// continues on the next run). `None`: a folder for this flash only — a drop is still
+    /// resumed, a later run starts over.
+    pub journals: Option<JournalStore>,
+    /// Where each flash attempt leaves its run record for `qrescue status` (None: nowhere).
+    pub runs: Option<RunStore>,
+    /// How long the flash waits for the unit to come back in 9008 after its link dropped.
+    pub flash_return: Duration,
 }
 
 impl Setup {
@@ -102,6 +119,9 @@ impl Setup {
             identify_tries: 5,
             identify_pause: Duration::from_secs(2),
             wrap: None,
+            journals: None,
+            runs: None,
+            flash_return: Duration::from_secs(60),
         }
     }
 }
@@ -287,6 +307,9 @@ pub enum WorkflowEvent {
         lines: Vec<String>,
         observed: Observation,
     },
+    /// What the resumable flash tells between attempts (its journal, a wait for the unit
+    /// after a drop, the next attempt).
+    Resume { step: usize, notice: ResumeNotice },
     /// A question and the answer given.
     Asked { question: Question, yes: bool },
     /// The end: the verdict or the stop.
@@ -312,6 +335,14 @@ pub struct Driver<'a> {
     backup: Option<String>,
     lines: Vec<String>,
     step: usize,
+    /// The workflow running (run records name it).
+    workflow: &'static str,
+    /// The run records of the flash's attempts while it runs.
+    records: Option<AttemptRecords>,
+    /// The record of the last flash attempt (the verdict is noted in it).
+    run_record: Option<RunHandle>,
+    /// The flash ended with the reset (the Reset action has nothing left to send).
+    reset_by_flash: bool,
 }
 
 fn mode_of(m: &DeviceMode) -> Option<Mode> {
@@ -364,6 +395,10 @@ impl<'a> Driver<'a> {
             backup: None,
             lines: Vec::new(),
             step: 0,
+            workflow: "workflow",
+            records: None,
+            run_record: None,
+            reset_by_flash: false,
         }
     }
 
@@ -491,6 +526,7 @@ impl<'a> Driver<'a> {
 
     /// Run `machine` on the modem `found` until a terminal action.
     pub fn run(&mut self, machine: &mut dyn Machine, found: Found) -> Finished {
+        self.workflow = machine.name();
         (self.emit)(&WorkflowEvent::Started {
             workflow: machine.name().to_string(),
             found: found.clone(),
@@ -503,6 +539,9 @@ impl<'a> Driver<'a> {
             let a = machine.step(obs);
             if a.is_terminal() {
                 self.release();
+                if let (Some(r), Action::Done { verdict }) = (&mut self.run_record, &a) {
+                    r.verified(verdict.headline());
+                }
                 let finished = Finished {
                     workflow: machine.name().to_string(),
                     end: a,
@@ -642,68 +681,34 @@ impl<'a> Driver<'a> {
     // ----- actions ------------------------------------------------------------------------
 
     fn identify_at(&mut self, tries: u32) -> crate::Result<Observation> {
-        let mut last_err = None;
-        for attempt in 0..tries {
-            if attempt > 0 {
-                std::thread::sleep(self.setup.identify_pause);
-            }
-            let tty = self.tty_for(PortRole::At)?;
-            let t = match self.open_serial(&tty) {
-                Ok(t) => t,
-                Err(e) => {
-                    last_err = Some(e);
-                    continue;
-                }
-            };
-            let id = AtSession::new(t).identify();
-            let answered = id.imei.is_some() || id.cfun.is_some() || id.revision.is_some();
-            if !answered && attempt + 1 < tries {
-                last_err = Some(Error::failure(
-                    format!("The AT port {tty} did not answer"),
-                    id.problems
-                        .first()
-                        .map(|p| p.error.clone())
-                        .unwrap_or_default(),
-                    "Close programs holding it (qrescue preflight)",
-                ));
-                continue;
-            }
-            if !answered {
-                return Err(Error::failure(
-                    format!("The modem's AT port {tty} did not answer"),
-                    id.problems
-                        .iter()
-                        .map(|p| format!("{}: {}", p.command, p.error))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    "Close programs holding it (qrescue preflight), then `qrescue info`",
-                ));
-            }
-            self.lines.push(format!(
-                "{} {} · revision {} · IMEI {} · {}",
-                id.manufacturer.as_deref().unwrap_or("modem"),
-                id.model.as_deref().unwrap_or(""),
-                id.revision.as_ref().map(|r| r.text.as_str()).unwrap_or("?"),
-                id.imei.as_ref().map(|i| i.digits.as_str()).unwrap_or("?"),
-                id.cfun
-                    .map(|c| format!("+CFUN: {}", c.level))
-                    .unwrap_or_else(|| "+CFUN: ?".into())
-            ));
-            for a in id.advice() {
-                self.lines.push(a);
-            }
-            self.normal = Some(id.clone());
-            return Ok(Observation::NormalIdentity {
-                identity: Box::new(id),
-            });
+        let snapshot = self.snapshot()?.clone();
+        let tries = AtTries {
+            tries,
+            pause: self.setup.identify_pause,
+        };
+        let id = identify_over_at(
+            &snapshot,
+            tries,
+            &|t| self.wrapped(Box::new(t)),
+            self.cancel,
+        )?;
+        self.lines.push(format!(
+            "{} {} · revision {} · IMEI {} · {}",
+            id.manufacturer.as_deref().unwrap_or("modem"),
+            id.model.as_deref().unwrap_or(""),
+            id.revision.as_ref().map(|r| r.text.as_str()).unwrap_or("?"),
+            id.imei.as_ref().map(|i| i.digits.as_str()).unwrap_or("?"),
+            id.cfun
+                .map(|c| format!("+CFUN: {}", c.level))
+                .unwrap_or_else(|| "+CFUN: ?".into())
+        ));
+        for a in id.advice() {
+            self.lines.push(a);
         }
-        Err(last_err.unwrap_or_else(|| {
-            Error::failure(
-                "The modem's AT port did not answer",
-                "no attempt succeeded",
-                "Run `qrescue info`",
-            )
-        }))
+        self.normal = Some(id.clone());
+        Ok(Observation::NormalIdentity {
+            identity: Box::new(id),
+        })
     }
 
     fn identify_sahara(&mut self) -> crate::Result<Observation> {
@@ -852,7 +857,7 @@ impl<'a> Driver<'a> {
     fn upload(&mut self) -> crate::Result<Observation> {
         let image = self.programmer_image()?;
         let t: Link = match std::mem::replace(&mut self.held, Held::None) {
-            Held::Sahara(t) | Held::Raw(t) => t,
+            Held::Sahara(t) => t,
             Held::Firehose(fh) => {
                 self.held = Held::Firehose(fh);
                 return Ok(Observation::Uploaded);
@@ -883,7 +888,7 @@ impl<'a> Driver<'a> {
     fn firehose(&mut self) -> crate::Result<&mut Fh> {
         if !matches!(self.held, Held::Firehose(_)) {
             match std::mem::replace(&mut self.held, Held::None) {
-                Held::Raw(t) | Held::Sahara(t) => {
+                Held::Sahara(t) => {
                     self.held = Held::Firehose(Box::new(FirehoseSession::new(
                         Pushback::new(t),
                         Vec::new(),
@@ -984,8 +989,6 @@ impl<'a> Driver<'a> {
 
     fn flash(&mut self) -> crate::Result<Observation> {
         let image = self.programmer_image()?;
-        let step = self.step;
-        let cancel = self.cancel;
         let p = self.prepared.take().ok_or_else(|| {
             Error::failure(
                 "The package was not checked",
@@ -993,55 +996,217 @@ impl<'a> Driver<'a> {
                 "Run the workflow again",
             )
         })?;
-        let result = (|| {
-            let plan = p.plan.as_ref().ok_or_else(|| {
-                Error::failure(
-                    "The package has no plan",
-                    "the check refused it",
-                    "See the package check",
-                )
-            })?;
-            p.reverify()?;
-            let mut t: Link = match std::mem::replace(&mut self.held, Held::None) {
-                Held::Firehose(fh) => {
-                    let (mut t, rest) = fh.into_parts();
-                    t.unread(&rest);
-                    Box::new(t)
-                }
-                Held::Sahara(t) | Held::Raw(t) => t,
-                Held::None => self.open_edl()?,
-            };
-            let job = FlashJob {
-                programmer: Some(image),
-                reset: None,
-                ..FlashJob::default()
-            };
-            let mut events = Vec::new();
-            let r = flash::run(&mut t, plan, &job, &mut |e| events.push(e), cancel);
-            self.held = Held::Raw(t);
-            for event in events {
-                (self.emit)(&WorkflowEvent::Engine {
-                    step,
-                    engine: event,
-                });
-            }
-            let report = r?;
-            self.lines.push(format!(
-                "{} steps, {} bytes written in {:.1} s",
-                report.steps,
-                report.bytes,
-                report.elapsed_ms as f64 / 1000.0
-            ));
-            Ok(Observation::Flashed {
-                steps: report.steps,
-                bytes: report.bytes,
-            })
-        })();
+        let result = self.flash_prepared(&p, image);
         self.prepared = Some(p);
         result
     }
 
+    /// Flash `p`'s plan through [`flash_resumable`] (see the module notes), ending with the
+    /// reset.
+    fn flash_prepared(&mut self, p: &Prepared, image: Vec<u8>) -> crate::Result<Observation> {
+        let plan = p.plan.as_ref().ok_or_else(|| {
+            Error::failure(
+                "The package has no plan",
+                "the check refused it",
+                "See the package check",
+            )
+        })?;
+        p.reverify()?;
+        let first: Link = match std::mem::replace(&mut self.held, Held::None) {
+            Held::Firehose(fh) => {
+                let (mut t, rest) = fh.into_parts();
+                t.unread(&rest);
+                Box::new(t)
+            }
+            Held::Sahara(t) => t,
+            Held::None => self.open_edl()?,
+        };
+        let temporary;
+        let store = match &self.setup.journals {
+            Some(s) => s.clone(),
+            None => {
+                temporary = tempfile::Builder::new()
+                    .prefix("qrescue-journal-")
+                    .tempdir()
+                    .map_err(|e| {
+                        Error::failure(
+                            "Cannot create a temporary folder for the flash journal",
+                            "the journal lets the flash continue after a drop",
+                            "Check the temporary folder (TMPDIR)",
+                        )
+                        .with_source(e)
+                    })?;
+                JournalStore::at(temporary.path())
+            }
+        };
+        // The serial read over Sahara before the programmer started: the unit this flash is
+        // for (the link still holds that programmer, which tells no serial).
+        let serial = self
+            .edl
+            .as_ref()
+            .and_then(|i| i.edl.as_ref())
+            .map(|e| e.serial);
+        let package = self
+            .setup
+            .request
+            .as_ref()
+            .map(|r| r.package.display().to_string())
+            .unwrap_or_default();
+        let opts = ResumeOptions {
+            package: package.clone(),
+            return_wait: self.setup.flash_return,
+            unit: serial.map(UnitKey::from_serial),
+            ..ResumeOptions::default()
+        };
+        let job = FlashJob {
+            programmer: Some(image),
+            reset: Some(PowerMode::Reset),
+            ..FlashJob::default()
+        };
+        let d = self.current.as_ref();
+        self.records = Some(AttemptRecords::new(
+            self.setup.runs.clone(),
+            RunStart {
+                tool: self.workflow.to_string(),
+                device: RunDevice {
+                    id: self.unit.map(|u| u.to_string()),
+                    usb_id: d.map(|d| d.id()),
+                    location: d.map(|d| d.location()),
+                    serial: serial.map(|s| format!("0x{s:08x}")),
+                    port: None,
+                },
+                package: Some(package),
+                package_revision: p.revision.as_ref().map(|r| r.text.clone()),
+                log_file: None,
+            },
+        ));
+        let step = self.step;
+        let cancel = self.cancel;
+        let me = RefCell::new(&mut *self);
+        let mut first = Some(first);
+        let mut reconnect = |wait: Duration| -> crate::Result<Option<ResumeLink>> {
+            me.borrow_mut().flash_link(&mut first, wait)
+        };
+        let result = flash_resumable(
+            &mut reconnect,
+            plan,
+            &job,
+            &store,
+            &opts,
+            &mut |e| me.borrow_mut().flash_event(step, e),
+            &mut |n| me.borrow_mut().flash_notice(step, n),
+            cancel,
+        );
+        self.run_record = self.records.take().and_then(|r| r.end(result.as_ref()));
+        let r = result?;
+        self.reset_by_flash = true;
+        self.lines.push(format!(
+            "{} steps, {} bytes written in {:.1} s",
+            r.last.report.steps,
+            r.bytes_sent,
+            r.last.report.elapsed_ms as f64 / 1000.0
+        ));
+        if r.attempts > 1 {
+            self.lines.push(format!(
+                "finished in {} attempts, continued from its journal: {} bytes sent in all for a plan of {}",
+                r.attempts,
+                r.bytes_sent,
+                plan.total_bytes()
+            ));
+        }
+        Ok(Observation::Flashed {
+            steps: r.last.report.steps,
+            bytes: r.bytes_sent,
+        })
+    }
+
+    /// The next connection for the flash: the link the driver holds first, later the unit when
+    /// it is back in 9008 (within `wait`).
+    fn flash_link(
+        &mut self,
+        first: &mut Option<Link>,
+        wait: Duration,
+    ) -> crate::Result<Option<ResumeLink>> {
+        let link = |t: Link| {
+            let port = t.describe();
+            Some(ResumeLink {
+                transport: t,
+                appeared: Instant::now(),
+                window: None,
+                port,
+            })
+        };
+        if let Some(t) = first.take() {
+            return Ok(link(t));
+        }
+        let end = Instant::now() + wait;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if self.interrupted() {
+                return Err(Error::new(
+                    ErrorKind::Interrupted,
+                    "Stopped waiting for the modem on request",
+                    "the flash is not finished; its journal keeps what was written",
+                    "Run the same update again to continue it",
+                ));
+            }
+            if !matches!(
+                self.wait_for(Want::Mode(Mode::Edl), left)?,
+                Observation::Seen { .. }
+            ) {
+                return Ok(None);
+            }
+            match self.open_edl() {
+                Ok(t) => return Ok(link(t)),
+                // Gone again before it could be opened: wait for its next appearance.
+                Err(e) if matches!(e.kind, ErrorKind::NoDevice | ErrorKind::DeviceLost) => {
+                    tracing::info!("the modem could not be opened: {}", e.what);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn flash_event(&mut self, step: usize, e: EngineEvent) {
+        if let Some(r) = &mut self.records {
+            r.on_event(&e);
+        }
+        (self.emit)(&WorkflowEvent::Engine { step, engine: e });
+    }
+
+    fn flash_notice(&mut self, step: usize, n: &ResumeNotice) {
+        if let Some(r) = &mut self.records {
+            r.on_notice(n);
+        }
+        match n {
+            ResumeNotice::Journal {
+                opening: Opening::Restarted { why },
+                ..
+            } => self
+                .lines
+                .push(format!("its journal was not used ({why}): started over")),
+            ResumeNotice::Journal {
+                opening: Opening::Resume { steps_done, .. },
+                path,
+                ..
+            } => self.lines.push(format!(
+                "continued an interrupted flash: {steps_done} steps were written earlier (journal {path})"
+            )),
+            _ => {}
+        }
+        (self.emit)(&WorkflowEvent::Resume {
+            step,
+            notice: n.clone(),
+        });
+    }
+
     fn reset(&mut self) -> crate::Result<Observation> {
+        if std::mem::take(&mut self.reset_by_flash) {
+            self.release();
+            self.lines
+                .push("reset sent at the end of the flash (its last step)".into());
+            return Ok(Observation::ResetSent);
+        }
         let r = self.firehose().and_then(|fh| fh.power(PowerMode::Reset, 1));
         // The port closes before the modem leaves the bus.
         self.release();

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use super::device::{DeviceConfig, RunOutcome};
 use super::enumerate::{run_on_usb, Schedule};
 use super::faults::{Fault, FaultPlan};
+use super::firehose::programmer::{writes_per_region, RegionWrites, StorageWrite};
 use super::firehose::storage::{Storage, StorageProfile};
 use super::firehose::{Programmer, ProgrammerOptions};
 use super::hub::UsbHub;
@@ -45,8 +46,17 @@ pub struct FleetOptions {
     /// Storage throughput limit of each unit in bytes/s (None: as fast as it goes).
     pub throttle: Option<u64>,
     /// Faults for the first run of some units (by index): then the unit is power-cycled
-    /// without them.
+    /// without them. Boot-ROM faults apply to the first run; the programmer's (`drop-in-raw`,
+    /// `nak` …) fire once, in the first run that reaches them.
     pub first_run_faults: Vec<(usize, Vec<Fault>)>,
+    /// The units' storage (`None`: the model's own, NAND for the built-in models): eMMC or UFS
+    /// units of the same model for tests of block storage.
+    pub storage: Option<super::profile::Storage>,
+    /// A unit whose run ended with a dropped link is power-cycled with its boot pin held
+    /// (USB_BOOT bridged, as a production bench does for a unit whose flash was cut), so it
+    /// comes back in download mode whatever its storage holds — a half-written eMMC modem
+    /// image may otherwise boot. A reset by the programmer still boots the storage.
+    pub edl_after_drop: bool,
 }
 
 impl Default for FleetOptions {
@@ -58,6 +68,8 @@ impl Default for FleetOptions {
             first_serial: 0x5A17_C000,
             throttle: None,
             first_run_faults: Vec::new(),
+            storage: None,
+            edl_after_drop: false,
         }
     }
 }
@@ -70,6 +82,10 @@ pub struct UnitEnd {
     pub runs: Vec<RunOutcome>,
     /// Whether its storage boots to normal mode now.
     pub boots_normal: bool,
+    /// Every command that changed its storage, over all runs ([`Programmer::writes`]).
+    pub writes: Vec<StorageWrite>,
+    /// The same counted per partition ([`writes_per_region`] over its partition table now).
+    pub region_writes: Vec<RegionWrites>,
 }
 
 /// The running bench.
@@ -87,6 +103,20 @@ fn bug(what: String) -> Error {
         "the emulated bench is built in",
         "This is a bug in qrescue; please report it",
     )
+}
+
+/// Unit `serial` of `model` with its own storage kind (`None`: the model's), keeping the
+/// model's OEM key.
+fn fleet_unit(
+    model: &str,
+    serial: u32,
+    storage: Option<super::profile::Storage>,
+) -> crate::Result<Profile> {
+    let mut p = unit_profile(model, serial)?;
+    if let Some(kind) = storage {
+        p.storage = kind;
+    }
+    Ok(p)
 }
 
 /// Unit `serial` of `model`, keeping the model's OEM key.
@@ -126,32 +156,39 @@ impl Fleet {
         let stop = Arc::new(AtomicBool::new(false));
         let mut units = Vec::new();
         let mut threads = Vec::new();
-        let first = unit_profile(&opts.model, opts.first_serial)?;
+        let first = fleet_unit(&opts.model, opts.first_serial, opts.storage)?;
         let layout = layout_of(&first);
         for i in 0..opts.units {
             // Consecutive serials on one hub sit on consecutive ports (serial mod 15).
-            let profile = unit_profile(&opts.model, opts.first_serial.wrapping_add(i as u32))?;
+            let profile = fleet_unit(
+                &opts.model,
+                opts.first_serial.wrapping_add(i as u32),
+                opts.storage,
+            )?;
             let storage = bricked_storage(&profile, &layout)?;
-            let programmer = Programmer::with_storage(
-                storage,
-                ProgrammerOptions {
-                    throughput_limit: opts.throttle,
-                    ..ProgrammerOptions::default()
-                },
-            );
             let faults = opts
                 .first_run_faults
                 .iter()
                 .filter(|(u, _)| *u == i)
                 .flat_map(|(_, f)| f.clone())
                 .collect::<Vec<_>>();
+            // The programmer's faults (drop-in-raw, nak …) are one-shot: each fires once.
+            let programmer = Programmer::with_storage(
+                storage,
+                ProgrammerOptions {
+                    throughput_limit: opts.throttle,
+                    faults: FaultPlan::new(faults.clone(), u64::from(profile.identity.serial)),
+                    ..ProgrammerOptions::default()
+                },
+            );
             let hub = hubs[i / per_hub].clone();
             let stop = stop.clone();
             let p = profile.clone();
             let seed = u64::from(profile.identity.serial);
+            let held = opts.edl_after_drop;
             let t = std::thread::Builder::new()
                 .name(format!("unit {:08X}", profile.identity.serial))
-                .spawn(move || serve_unit(p, programmer, faults, seed, &hub, &stop))
+                .spawn(move || serve_unit(p, programmer, faults, seed, held, &hub, &stop))
                 .map_err(|e| bug(format!("cannot start an emulated unit: {e}")))?;
             threads.push(t);
             units.push(profile);
@@ -214,6 +251,7 @@ fn serve_unit(
     mut programmer: Programmer,
     faults: Vec<Fault>,
     seed: u64,
+    edl_after_drop: bool,
     hub: &UsbHub,
     stop: &AtomicBool,
 ) -> UnitEnd {
@@ -224,9 +262,20 @@ fn serve_unit(
         ..Schedule::default()
     };
     let mut runs = Vec::new();
+    let mut held = false;
     loop {
-        match run_on_usb(&mut cfg, &mut programmer, hub, schedule, stop, &mut |_| {}) {
-            Ok(o) => runs.push(o),
+        // Held in its boot ROM: it appears in 9008; the programmer's reset ends the run and
+        // the next one boots the storage.
+        let this = Schedule {
+            normal: !held,
+            ..schedule
+        };
+        match run_on_usb(&mut cfg, &mut programmer, hub, this, stop, &mut |_| {}) {
+            Ok(o) => {
+                held =
+                    edl_after_drop && matches!(o, RunOutcome::LinkDropped | RunOutcome::LinkLost);
+                runs.push(o)
+            }
             Err(e) => {
                 tracing::warn!("emulated unit {:08X}: {e}", profile.identity.serial);
                 break;
@@ -243,5 +292,7 @@ fn serve_unit(
         serial: profile.identity.serial,
         runs,
         boots_normal: normal::boot(programmer.storage(), &profile).is_normal(),
+        writes: programmer.writes().to_vec(),
+        region_writes: writes_per_region(programmer.writes(), &programmer.storage().regions()),
     }
 }

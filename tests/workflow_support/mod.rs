@@ -12,8 +12,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use md5::{Digest, Md5};
-use qrescue::sim::device::DeviceConfig;
+use qrescue::sim::device::{DeviceConfig, RunOutcome};
 use qrescue::sim::enumerate::{run_on_usb, Schedule, SwitchTiming};
+use qrescue::sim::faults::{Fault, FaultPlan};
 use qrescue::sim::firehose::programmer::{Programmer, ProgrammerOptions};
 use qrescue::sim::firehose::storage::{Storage, StorageProfile};
 use qrescue::sim::hub::UsbHub;
@@ -194,6 +195,85 @@ impl Unit {
 }
 
 impl Drop for Unit {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.hub.close();
+    }
+}
+
+/// A factory-fresh storage of the unit whose programmer drops the link after `at` raw data
+/// bytes (program and read, counted over its life; once).
+pub fn dropping_programmer(p: &Profile, at: u64) -> Programmer {
+    let mut prog = Programmer::new(
+        &storage_profile(),
+        ProgrammerOptions {
+            faults: FaultPlan::new(vec![Fault::DropInRaw(Some(at))], 1),
+            ..ProgrammerOptions::default()
+        },
+    );
+    normal::seed_factory(prog.storage_mut(), p).unwrap();
+    prog
+}
+
+/// The emulated unit on its own bus, power-cycled by the bench whenever a run ends on its own:
+/// after a dropped link with its boot pin held (it comes back in 9008 whatever its storage
+/// holds), otherwise booting its storage. [`CyclingUnit::stop`] hands its programmer back (its
+/// storage and write log).
+pub struct CyclingUnit {
+    pub hub: UsbHub,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Programmer>>,
+}
+
+impl CyclingUnit {
+    pub fn start(p: &Profile, mut prog: Programmer) -> CyclingUnit {
+        let hub = UsbHub::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut cfg = DeviceConfig::new(p.clone());
+        let (h, s) = (hub.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut held = false;
+            for _ in 0..16 {
+                let schedule = Schedule {
+                    normal: !held,
+                    limit: Some(1),
+                    switch: SwitchTiming::quick(),
+                    ..Schedule::default()
+                };
+                match run_on_usb(&mut cfg, &mut prog, &h, schedule, &s, &mut |_| {}) {
+                    Ok(o) => held = matches!(o, RunOutcome::LinkDropped | RunOutcome::LinkLost),
+                    Err(e) => {
+                        eprintln!("emulated unit ended: {e}");
+                        break;
+                    }
+                }
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            prog
+        });
+        CyclingUnit {
+            hub,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop the unit and take its programmer back.
+    pub fn stop(mut self) -> Programmer {
+        self.stop.store(true, Ordering::SeqCst);
+        let prog = self.thread.take().unwrap().join().unwrap();
+        self.hub.close();
+        prog
+    }
+}
+
+impl Drop for CyclingUnit {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {

@@ -81,6 +81,14 @@ impl UnitKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The Sahara serial of a `sn-…` key.
+    pub fn serial(&self) -> Option<u32> {
+        let hex = self.0.strip_prefix("sn-0x")?;
+        (hex.len() == 8)
+            .then(|| u32::from_str_radix(hex, 16).ok())
+            .flatten()
+    }
 }
 
 impl std::fmt::Display for UnitKey {

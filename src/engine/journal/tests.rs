@@ -58,6 +58,15 @@ fn unit_keys_come_from_the_serial_or_hwid_and_pk_hash() {
     assert!(UnitKey::parse("../etc/passwd").is_none());
     assert!(UnitKey::parse("sn-0x1/..").is_none());
     assert!(UnitKey::parse("sn-0x0000abcd").is_some());
+    assert_eq!(
+        UnitKey::from_serial(0xdead_beef).serial(),
+        Some(0xdead_beef)
+    );
+    assert_eq!(UnitKey::parse("sn-0xabcd").unwrap().serial(), None);
+    assert_eq!(
+        UnitKey::parse("hw-000480e100000000-ab").unwrap().serial(),
+        None
+    );
 }
 
 #[test]

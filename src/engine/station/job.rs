@@ -3,9 +3,10 @@
 //! reset → wait for it in normal mode → identify over AT → verdict. It hears only the monitor's
 //! updates for its own device and writes its own log (JSON lines), recording and run record.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -20,12 +21,14 @@ use crate::engine::at::{AtSession, NormalIdentity};
 use crate::engine::diag::DiagSession;
 use crate::engine::events::EngineEvent;
 use crate::engine::firehose::PowerMode;
-use crate::engine::flash::{self, FlashJob, FlashReport};
+use crate::engine::flash::FlashJob;
+use crate::engine::identify::{identify_over_at, open_port, AtTries};
+use crate::engine::journal::{JournalStore, Opening, UnitKey};
 use crate::engine::outcome::{unix_ms_now, utc_text, RunDevice, RunHandle, RunStart};
-use crate::engine::sahara::SaharaSession;
+use crate::engine::resume::{flash_resumable, AttemptRecords, Link, ResumeNotice, ResumeOptions};
 use crate::record::writer::lock;
 use crate::record::{RecordOptions, Recorder, SharedRecorder};
-use crate::transport::open::{open_device, open_tty};
+use crate::transport::open::open_device;
 use crate::transport::record::RecordingTransport;
 use crate::transport::Transport;
 use crate::workflow::verdict::{judge, Expectation, Return, Verdict};
@@ -34,6 +37,8 @@ use crate::{Error, ErrorKind};
 /// What every job of a run shares.
 pub struct JobContext<'a> {
     pub cfg: &'a StationConfig,
+    /// Where each modem's flash journal is kept.
+    pub journals: &'a JournalStore,
     /// When the run started (event times count from it).
     pub started: Instant,
     pub cancel: &'a AtomicBool,
@@ -90,6 +95,9 @@ pub fn run_device(
         attempts: 0,
         log: log_path.clone(),
         recording: recorder.as_ref().and(recording),
+        journal: None,
+        resumed: false,
+        bytes_resent: 0,
     };
     let mut job = Job {
         ctx,
@@ -104,6 +112,9 @@ pub fn run_device(
         row,
         begun: Instant::now(),
         run: None,
+        records: None,
+        journal_before: 0,
+        other: None,
     };
     job.note(Note::Selected {
         bus: job.dev.bus_name.clone(),
@@ -114,6 +125,19 @@ pub fn run_device(
     });
     let result = job.body();
     job.finish(result)
+}
+
+/// The journal key of an EDL serial as the station writes it (`5A17C000`, `0x5a17c000`).
+fn unit_of_serial(sn: &str) -> Option<UnitKey> {
+    let hex = sn.trim();
+    let hex = hex
+        .strip_prefix("0x")
+        .or_else(|| hex.strip_prefix("0X"))
+        .unwrap_or(hex);
+    if hex.is_empty() || hex.len() > 8 {
+        return None;
+    }
+    u32::from_str_radix(hex, 16).ok().map(UnitKey::from_serial)
 }
 
 fn start_recording(path: &Path, key: &str) -> Option<SharedRecorder> {
@@ -153,6 +177,12 @@ pub struct Job<'a> {
     begun: Instant,
     /// The run record of the last flash attempt (for `qrescue status`).
     run: Option<RunHandle>,
+    /// The run records of the flash's attempts while it runs.
+    records: Option<AttemptRecords>,
+    /// Image bytes its journal already held when the flash began (a run cut short earlier).
+    journal_before: u64,
+    /// Another modem answered in its place (said when the flash fails).
+    other: Option<String>,
 }
 
 impl Job<'_> {
@@ -262,27 +292,32 @@ impl Job<'_> {
         }
     }
 
-    /// Wait for this modem to appear in 9008.
-    fn wait_edl(&mut self, within: Duration, what: &str) -> crate::Result<()> {
+    /// Wait (at most `within`) for this modem to appear in 9008: whether it did.
+    fn await_edl(&mut self, within: Duration) -> crate::Result<bool> {
         let got = self.wait_for(within, &|u| {
             u.event == "appear" && u.class.as_ref().is_some_and(|c| c.mode == Mode::Edl)
         })?;
-        match got {
-            Some(_) => Ok(()),
-            None => Err(Error::new(
-                ErrorKind::NoDevice,
-                format!(
-                    "{} did not {what} within {} s",
-                    self.dev.key,
-                    within.as_secs()
-                ),
-                format!(
-                    "it was last seen as {}",
-                    self.last_mode.as_deref().unwrap_or("(nothing)")
-                ),
-                "Power-cycle it into download mode (9008) and run again for this modem",
-            )),
+        Ok(got.is_some())
+    }
+
+    /// Wait for this modem to appear in 9008.
+    fn wait_edl(&mut self, within: Duration, what: &str) -> crate::Result<()> {
+        if self.await_edl(within)? {
+            return Ok(());
         }
+        Err(Error::new(
+            ErrorKind::NoDevice,
+            format!(
+                "{} did not {what} within {} s",
+                self.dev.key,
+                within.as_secs()
+            ),
+            format!(
+                "it was last seen as {}",
+                self.last_mode.as_deref().unwrap_or("(nothing)")
+            ),
+            "Power-cycle it into download mode (9008) and run again for this modem",
+        ))
     }
 
     fn body(&mut self) -> crate::Result<Ended> {
@@ -311,27 +346,7 @@ impl Job<'_> {
                 "come up in download mode after the switch",
             )?;
         }
-        let mut attempt = 0;
-        let report = loop {
-            attempt += 1;
-            self.row.attempts = attempt;
-            match self.flash_attempt(&mut expect) {
-                Ok(r) => break r,
-                Err(e)
-                    if e.kind == ErrorKind::DeviceLost
-                        && attempt < cfg.attempts.max(1)
-                        && !self.cancelled() =>
-                {
-                    self.state(
-                        DeviceState::Waiting,
-                        format!("{} — waiting for this modem to come back in 9008", e.what),
-                    );
-                    self.wait_edl(cfg.waits.come_back, "come back after its link dropped")?;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        self.row.bytes = report.bytes;
+        self.flash(&mut expect)?;
         self.state(
             DeviceState::Restarting,
             "written and reset; waiting for it in normal mode",
@@ -346,47 +361,79 @@ impl Job<'_> {
         Ok(Ended::Judged(verdict))
     }
 
-    /// One flash of this modem from 9008: open it, check it is the modem this job was given
-    /// (Sahara serial), upload the programmer and run the plan with a reset at the end.
-    ///
-    /// This is the seam for a per-device journal: a resume would read this modem's journal (by
-    /// its EDL serial) here and run only what is left instead of the whole plan.
-    pub fn flash_attempt(&mut self, expect: &mut Expectation) -> crate::Result<FlashReport> {
-        let cfg = self.ctx.cfg;
-        let cancel = self.ctx.cancel;
+    /// The flash of this modem from 9008, journaled by its EDL serial and continued across
+    /// drops ([`flash_resumable`], the engine of `qrescue flash PACKAGE`): each attempt checks
+    /// over Sahara that the modem is the one this job was given (another is left alone), uploads
+    /// the programmer and runs what its journal does not hold yet, with a reset at the end.
+    /// After a drop the job waits (bounded) for this same modem — the monitor follows it by its
+    /// identity — to come back in 9008 and the next attempt continues. Every attempt leaves a
+    /// run record.
+    pub fn flash(&mut self, expect: &mut Expectation) -> crate::Result<()> {
+        let ctx = self.ctx;
+        let cfg = ctx.cfg;
         if self.cancelled() {
             return Err(self.interrupted());
         }
-        self.state(
-            DeviceState::Flashing,
-            format!(
-                "attempt {} at {}",
-                self.row.attempts,
-                self.snapshot.location()
-            ),
+        let opts = ResumeOptions {
+            package: cfg.package.clone(),
+            fresh: cfg.fresh,
+            return_wait: cfg.waits.come_back,
+            max_attempts: cfg.attempts.max(1),
+            chunk_bytes: cfg.chunk_bytes,
+            unit: self.row.edl_serial.as_deref().and_then(unit_of_serial),
+            ..ResumeOptions::default()
+        };
+        let job = FlashJob {
+            programmer: Some(cfg.programmer.clone()),
+            reset: Some(PowerMode::Reset),
+            sahara: cfg.sahara.clone(),
+            firehose: cfg.firehose.clone(),
+        };
+        self.records = Some(AttemptRecords::new(
+            cfg.runs.clone(),
+            RunStart {
+                tool: "station".into(),
+                device: RunDevice {
+                    id: Some(self.dev.key.clone()),
+                    usb_id: Some(self.snapshot.id()),
+                    location: Some(self.snapshot.location()),
+                    serial: self.row.edl_serial.clone(),
+                    port: None,
+                },
+                package: Some(cfg.package.clone()),
+                package_revision: cfg.revision.clone(),
+                log_file: Some(self.row.log.clone()),
+            },
+        ));
+        let me = RefCell::new(&mut *self);
+        let mut first = true;
+        let mut reconnect = |wait: Duration| -> crate::Result<Option<Link>> {
+            me.borrow_mut().next_link(std::mem::take(&mut first), wait)
+        };
+        let result = flash_resumable(
+            &mut reconnect,
+            &cfg.plan,
+            &job,
+            ctx.journals,
+            &opts,
+            &mut |e| me.borrow_mut().engine_event(e),
+            &mut |n| me.borrow_mut().resume_notice(n),
+            ctx.cancel,
         );
-        self.mark(&format!("flash attempt {}", self.row.attempts));
-        let t = self.wrap(open_device(&self.snapshot, &cfg.open)?);
-        let port = t.describe();
-        let mut sahara = SaharaSession::new(t, cfg.sahara.clone());
-        let info = sahara.read_info()?;
-        if let Some(serial) = info.serial {
-            let got = format!("{serial:08X}");
-            match &self.row.edl_serial {
-                Some(want) if !want.eq_ignore_ascii_case(&got) => {
-                    return Err(Error::failure(
-                        format!(
-                            "Another modem answered at {}: serial {got}, not {want}",
-                            self.snapshot.location()
-                        ),
-                        "a station never writes to a modem it was not given; the modems were moved or re-plugged during the run",
-                        "Run again: each modem is then taken by its own serial",
-                    ));
-                }
-                Some(_) => {}
-                None => self.row.edl_serial = Some(got.clone()),
-            }
-            if let Some(known) = cfg.expectations.get(&got) {
+        self.run = self.records.take().and_then(|r| r.end(result.as_ref()));
+        self.mark(match &result {
+            Ok(_) => "flash finished",
+            Err(_) => "flash stopped",
+        });
+        if let Ok(r) = &result {
+            // Continued from work its journal already held (an earlier attempt or run).
+            self.row.resumed |= !r.last.skipped.is_empty() || r.last.continued.is_some();
+            self.row.attempts = r.attempts;
+        }
+        let needed = cfg.plan.total_bytes().saturating_sub(self.journal_before);
+        self.row.bytes_resent = self.row.bytes.saturating_sub(needed);
+        if let Some(sn) = &self.row.edl_serial {
+            if let Some(known) = cfg.expectations.get(sn) {
                 if expect.imei.is_none() {
                     expect.imei = known.imei.clone();
                 }
@@ -398,88 +445,117 @@ impl Job<'_> {
                 }
             }
         }
-        let mut run = cfg.runs.as_ref().and_then(|store| {
-            store
-                .begin(RunStart {
-                    tool: "station".into(),
-                    device: RunDevice {
-                        id: Some(self.dev.key.clone()),
-                        usb_id: Some(self.snapshot.id()),
-                        location: Some(self.snapshot.location()),
-                        serial: self.row.edl_serial.clone(),
-                        port: Some(port),
-                    },
-                    package: Some(cfg.package.clone()),
-                    package_revision: cfg.revision.clone(),
-                    log_file: Some(self.row.log.clone()),
-                })
-                .map_err(|e| tracing::warn!("no run record for {}: {}", self.dev.key, e.what))
-                .ok()
-        });
-        let job = FlashJob {
-            programmer: Some(cfg.programmer.clone()),
-            reset: Some(PowerMode::Reset),
-            sahara: cfg.sahara.clone(),
-            firehose: cfg.firehose.clone(),
-        };
-        let link = sahara.into_transport();
-        let result = flash::run(
-            link,
-            &cfg.plan,
-            &job,
-            &mut |e| self.engine_event(e, &mut run),
-            cancel,
-        );
-        if let Some(r) = &mut run {
-            r.finish(result.as_ref().map(|r| r.bytes));
+        match (result, self.other.take()) {
+            (Ok(_), _) => Ok(()),
+            (Err(mut e), Some(other)) => {
+                e.why = format!("{}; {other}", e.why);
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
         }
-        self.run = run;
-        self.mark(match &result {
-            Ok(_) => "flash finished",
-            Err(_) => "flash stopped",
-        });
-        result
     }
 
-    fn engine_event(&mut self, e: EngineEvent, run: &mut Option<RunHandle>) {
-        if let Some(r) = run {
+    /// The next connection to this modem for its flash: the first at once (it is in 9008 now),
+    /// later ones when it appears again in 9008 within `wait`.
+    fn next_link(&mut self, first: bool, wait: Duration) -> crate::Result<Option<Link>> {
+        let end = Instant::now() + wait;
+        let mut waited = first;
+        loop {
+            if !waited {
+                let left = end.saturating_duration_since(Instant::now());
+                if !self.await_edl(left)? {
+                    return Ok(None);
+                }
+            }
+            waited = false;
+            match open_device(&self.snapshot, &self.ctx.cfg.open) {
+                Ok(t) => {
+                    let t = self.wrap(t);
+                    let port = format!("{} at {}", t.describe(), self.snapshot.location());
+                    return Ok(Some(Link {
+                        transport: Box::new(t),
+                        appeared: Instant::now(),
+                        window: None,
+                        port,
+                    }));
+                }
+                // Gone again before it could be opened: wait for its next appearance.
+                Err(e)
+                    if !first && matches!(e.kind, ErrorKind::NoDevice | ErrorKind::DeviceLost) =>
+                {
+                    tracing::info!("{} could not be opened: {}", self.dev.key, e.what);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn resume_notice(&mut self, n: &ResumeNotice) {
+        if let Some(r) = &mut self.records {
+            r.on_notice(n);
+        }
+        self.note(Note::Resume { notice: n.clone() });
+        match n {
+            ResumeNotice::Waiting {
+                attempt,
+                wait_s,
+                after,
+            } if *attempt > 1 => self.state(
+                DeviceState::Waiting,
+                format!(
+                    "{} — waiting up to {wait_s:.0} s for this modem to come back in 9008",
+                    after.as_deref().unwrap_or("its link dropped")
+                ),
+            ),
+            ResumeNotice::Journal { unit, opening, .. } => {
+                self.row.journal = Some(unit.to_string());
+                if self.row.edl_serial.is_none() {
+                    self.row.edl_serial = unit.serial().map(|s| format!("{s:08X}"));
+                }
+                if let Some(Ok(s)) = self.ctx.journals.load(unit).ok().flatten() {
+                    self.journal_before = s.summary().bytes_done;
+                }
+                self.row.resumed |= matches!(opening, Opening::Resume { .. });
+            }
+            ResumeNotice::Connected { attempt, port, .. } => {
+                self.row.attempts = *attempt;
+                self.state(
+                    DeviceState::Flashing,
+                    format!("attempt {attempt} on {port}"),
+                );
+                self.mark(&format!("flash attempt {attempt}"));
+            }
+            ResumeNotice::OtherUnit { found, expected } => {
+                self.other = Some(format!(
+                    "another modem (unit {found}) answered at {} and was left alone; this one is unit {expected}",
+                    self.snapshot.location()
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    fn engine_event(&mut self, e: EngineEvent) {
+        if let Some(r) = &mut self.records {
             r.on_event(&e);
         }
-        if let EngineEvent::StepStarted { index, name, .. } = &e {
-            self.mark(&format!("step {index} {name}"));
+        match &e {
+            EngineEvent::StepStarted { index, name, .. } => {
+                self.mark(&format!("step {index} {name}"))
+            }
+            EngineEvent::Done { bytes, .. } => self.row.bytes += bytes,
+            _ => {}
         }
         self.note(Note::Engine { engine: e });
     }
 
-    /// The port of `role` of this modem in normal mode.
-    fn normal_port(&self, role: PortRole) -> crate::Result<PathBuf> {
-        self.class
-            .port(role)
-            .and_then(|p| p.tty.clone())
-            .map(PathBuf::from)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::NoDevice,
-                    format!(
-                        "{} has no {} port with a tty",
-                        self.dev.key,
-                        role.label()
-                    ),
-                    "qrescue talks to a modem in normal mode over its DM and AT ports",
-                    "Check that the option driver is bound (qrescue list), or put the modem in download mode (9008)",
-                )
-            })
-    }
-
     fn identify_normal(&mut self) -> crate::Result<NormalIdentity> {
-        let path = self.normal_port(PortRole::At)?;
-        let t = self.wrap(open_tty(&path)?);
+        let t = self.wrap(open_port(&self.snapshot, PortRole::At)?);
         Ok(AtSession::new(t).identify())
     }
 
     fn switch_to_edl(&mut self) -> crate::Result<()> {
-        let path = self.normal_port(PortRole::Dm)?;
-        let t = self.wrap(open_tty(&path)?);
+        let t = self.wrap(open_port(&self.snapshot, PortRole::Dm)?);
         DiagSession::new(t).switch_to_edl()?;
         Ok(())
     }
@@ -504,34 +580,15 @@ impl Job<'_> {
             DeviceState::Checking,
             "back in normal mode; asking it over AT",
         );
-        let path = match self.normal_port(PortRole::At) {
-            Ok(p) => p,
-            Err(e) => return Ok(Return::Unidentified { why: e.what }),
-        };
-        // A port that just enumerated may refuse the first open for a moment.
-        let mut opened = open_tty(&path);
-        for _ in 0..5 {
-            if opened.is_ok() || self.cancelled() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-            opened = open_tty(&path);
-        }
-        Ok(match opened {
-            Ok(t) => {
-                let id = AtSession::new(self.wrap(t)).identify();
-                if id.imei.is_none() && id.cfun.is_none() && id.model.is_none() {
-                    Return::Unidentified {
-                        why: id
-                            .problems
-                            .first()
-                            .map(|p| format!("{}: {}", p.command, p.error))
-                            .unwrap_or_else(|| "no answer".into()),
-                    }
-                } else {
-                    Return::Normal(Box::new(id))
-                }
-            }
+        // A port that just enumerated may refuse the first open, or not answer at once.
+        let asked = identify_over_at(
+            &self.snapshot,
+            AtTries::default(),
+            &|t| Box::new(self.wrap(t)),
+            self.ctx.cancel,
+        );
+        Ok(match asked {
+            Ok(id) => Return::Normal(Box::new(id)),
             Err(e) => Return::Unidentified {
                 why: format!("{}: {}", e.what, e.why),
             },

@@ -16,10 +16,14 @@
 //! # One device job ([`job::run_device`])
 //!
 //! normal mode: identify over AT (IMEI, calibration) → DIAG switch to EDL → wait for it in 9008;
-//! then: Sahara identity (serial check) → upload + flash ([`crate::engine::flash::run`]) →
-//! (link dropped: wait for the same modem to come back, flash again — the seam where a
-//! per-device journal will resume instead: [`job::Job::flash_attempt`]) → reset → wait (bounded)
-//! for it in normal mode → identify over AT → [`crate::workflow::verdict::judge`].
+//! then a journaled flash ([`crate::engine::resume::flash_resumable`], the same engine as
+//! `qrescue flash PACKAGE`): Sahara identity (the serial must be this modem's) → its journal,
+//! kept by its EDL serial ([`StationConfig::journals`]) → upload + the steps the journal does not
+//! hold yet → (link dropped: the job waits for the *same* modem to come back in 9008 and the
+//! flash continues — NAND from the interrupted partition, eMMC/UFS after the last confirmed
+//! chunk) → reset → wait (bounded) for it in normal mode → identify over AT →
+//! [`crate::workflow::verdict::judge`]. A finished journal of the same package is not a reason
+//! to skip a flash: it is replaced, as `qrescue flash` does.
 //!
 //! The engine never renders: everything is a [`StationEvent`] (with the device's key on each)
 //! for the caller to print, and files in the run folder.
@@ -42,8 +46,10 @@ use crate::device::monitor::{Monitor, Update};
 use crate::device::{DeviceSnapshot, DeviceSource};
 use crate::engine::events::EngineEvent;
 use crate::engine::firehose::FirehoseOptions;
-use crate::engine::flash::FlashPlan;
+use crate::engine::flash::{FlashPlan, DEFAULT_CHUNK_BYTES};
+use crate::engine::journal::JournalStore;
 use crate::engine::outcome::{unix_ms_now, utc_text, RunStore};
+use crate::engine::resume::ResumeNotice;
 use crate::engine::sahara::SaharaConfig;
 use crate::transport::open::OpenOptions;
 use crate::workflow::verdict::Expectation;
@@ -104,7 +110,8 @@ pub struct StationConfig {
     pub expectations: BTreeMap<String, Expectation>,
     pub sahara: SaharaConfig,
     pub firehose: FirehoseOptions,
-    /// Flash attempts per modem when its link drops (at least 1).
+    /// Flash attempts per modem in all, counting the first (at least 1): a modem whose link
+    /// drops is waited for and its flash continued up to this many times.
     pub attempts: u32,
     pub waits: Waits,
     /// The run folder: one log per modem, recordings, `summary.json`, `summary.csv`.
@@ -114,6 +121,16 @@ pub struct StationConfig {
     pub open: OpenOptions,
     /// Where each flash leaves its run record for `qrescue status` (None: nowhere).
     pub runs: Option<RunStore>,
+    /// Where each modem's flash journal is kept, by its EDL serial (the CLI gives
+    /// [`JournalStore::default_location`], as `qrescue flash` does, so a run cut short
+    /// continues on the next run). `None`: a folder for this run only — a drop is still
+    /// resumed within the run, a later run starts over.
+    pub journals: Option<JournalStore>,
+    /// Ignore (replace) each modem's journal: every flash starts from its first step.
+    pub fresh: bool,
+    /// eMMC/UFS program steps go in confirmed chunks of about this many bytes: the most a drop
+    /// makes a modem's flash send again. Default [`DEFAULT_CHUNK_BYTES`].
+    pub chunk_bytes: u64,
 }
 
 impl StationConfig {
@@ -133,6 +150,9 @@ impl StationConfig {
             record: false,
             open: OpenOptions::default(),
             runs: None,
+            journals: None,
+            fresh: false,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
         }
     }
 }
@@ -186,6 +206,9 @@ pub enum Note {
     Engine { engine: EngineEvent },
     /// It is done: its summary row.
     Finished { row: Box<SummaryRow> },
+    /// What its resumable flash tells between attempts: its journal (new, resumed or started
+    /// over), an attempt starting, a wait for it after a drop, another unit left alone.
+    Resume { notice: ResumeNotice },
 }
 
 /// One event of a station run, tagged with the modem's key.
@@ -413,6 +436,25 @@ pub fn run(
     settle(&mut buses, &mut monitors, &cfg.waits)?;
     let chosen = choose(&buses, &monitors, selection)?;
     tracing::info!(devices = chosen.len(), "station run starts");
+    // Without a store, this run's journals live (and die) with a temporary folder.
+    let temporary;
+    let journals = match &cfg.journals {
+        Some(s) => s.clone(),
+        None => {
+            temporary = tempfile::Builder::new()
+                .prefix("qrescue-journals-")
+                .tempdir()
+                .map_err(|e| {
+                    Error::failure(
+                        "Cannot create a temporary folder for the flash journals",
+                        "each modem's journal lets its flash continue after a drop",
+                        "Check the temporary folder (TMPDIR), or give the station a journal store",
+                    )
+                    .with_source(e)
+                })?;
+            JournalStore::at(temporary.path())
+        }
+    };
 
     let (tx, rx) = mpsc::channel::<StationEvent>();
     let mut routes: Vec<HashMap<DeviceId, Sender<Update>>> =
@@ -427,6 +469,7 @@ pub fn run(
     let mut rows: Vec<SummaryRow> = Vec::new();
     let ctx = job::JobContext {
         cfg,
+        journals: &journals,
         started,
         cancel,
     };

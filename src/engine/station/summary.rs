@@ -1,5 +1,7 @@
 //! The production record of a station run: one [`SummaryRow`] per modem (identity, package,
-//! outcome and verdict, duration, bytes, log), written as JSON and as CSV.
+//! outcome and verdict, duration, bytes, log, its flash journal and what resuming cost),
+//! written as JSON and as CSV ([`CSV_HEADER`] documents the columns; new columns are only ever
+//! appended, so a column keeps its position).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -63,12 +65,20 @@ pub struct SummaryRow {
     pub next: Option<String>,
     pub started: String,
     pub duration_ms: u64,
-    /// Bytes written to the modem by the flash (the last attempt).
+    /// Image bytes sent to the modem by its flash, over all attempts.
     pub bytes: u64,
     /// Flash attempts (more than one after a drop).
     pub attempts: u32,
     pub log: PathBuf,
     pub recording: Option<PathBuf>,
+    /// The key of its flash journal (`sn-0x0cf94c64`: its EDL serial), once opened.
+    pub journal: Option<String>,
+    /// The flash continued from work its journal held (written before a drop, or by an
+    /// earlier run) instead of starting over.
+    pub resumed: bool,
+    /// Image bytes sent more than once: what the interruptions cost (bytes sent in all minus
+    /// what the plan still needed when the flash began).
+    pub bytes_resent: u64,
 }
 
 impl SummaryRow {
@@ -77,7 +87,26 @@ impl SummaryRow {
     }
 }
 
-/// CSV columns, in order.
+/// CSV columns, in order (new ones are appended at the end, never inserted):
+///
+/// | column | meaning |
+/// |---|---|
+/// | `device` | the key the run knows the modem by (`SN:<EDL serial>`, `USB:<iSerial>`) |
+/// | `edl_serial` | its Sahara / `_SN:` serial (upper-case hex), once known |
+/// | `usb_serial` | its normal-mode USB iSerial, when seen |
+/// | `imei` | the IMEI read over AT |
+/// | `bus`, `location` | where the run found it |
+/// | `package` | the package flashed |
+/// | `outcome` | `verified`, `not_verified`, `failed`, `skipped` or `interrupted` |
+/// | `detail` | the verdict's headline, or what went wrong |
+/// | `started` | when its job started (UTC, RFC 3339) |
+/// | `duration_ms` | how long its job took |
+/// | `bytes` | image bytes sent over all attempts |
+/// | `attempts` | flash attempts (more than one after a drop) |
+/// | `log`, `recording` | its log and traffic recording in the run folder |
+/// | `journal` | its flash journal's key (`sn-0x…`) |
+/// | `resumed` | `yes` when the flash continued from its journal, else `no` |
+/// | `bytes_resent` | image bytes sent more than once because of interruptions |
 pub const CSV_HEADER: &[&str] = &[
     "device",
     "edl_serial",
@@ -94,6 +123,9 @@ pub const CSV_HEADER: &[&str] = &[
     "attempts",
     "log",
     "recording",
+    "journal",
+    "resumed",
+    "bytes_resent",
 ];
 
 /// One CSV field (RFC 4180: quoted when it holds a comma, quote or line break; a leading
@@ -136,6 +168,9 @@ pub fn to_csv(rows: &[SummaryRow]) -> String {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
+            opt(&r.journal),
+            if r.resumed { "yes" } else { "no" }.to_string(),
+            r.bytes_resent.to_string(),
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));
@@ -234,6 +269,9 @@ mod tests {
             attempts: 1,
             log: "/logs/a.log".into(),
             recording: None,
+            journal: Some("sn-0x0cf94c64".into()),
+            resumed: true,
+            bytes_resent: 512,
         }
     }
 
@@ -281,6 +319,10 @@ mod tests {
         assert_eq!(parsed[1][0], "SN:0CF94C64");
         assert_eq!(parsed[1][7], "verified");
         assert_eq!(parsed[2][8], "said \"no\", then\nleft");
+        // The first columns keep their places; the journal's come last.
+        assert_eq!(&CSV_HEADER[..3], ["device", "edl_serial", "usb_serial"]);
+        assert_eq!(parsed[0][14], "recording");
+        assert_eq!(&parsed[1][15..], ["sn-0x0cf94c64", "yes", "512"]);
         assert!(parsed.iter().all(|r| r.len() == CSV_HEADER.len()));
         assert_eq!(csv_field("=cmd()"), "'=cmd()");
     }
