@@ -106,6 +106,16 @@ fn a_boot_looping_emulated_modem_is_flashed_across_windows_and_the_journal_is_li
     assert_eq!(journals.len(), 1, "{}", describe(&out));
     assert_eq!(journals[0]["finished"], true);
     assert_eq!(journals[0]["steps_done"], journals[0]["steps_total"]);
+    // And one run record per attempt: the last finished, the ones the windows cut off not.
+    let runs: Vec<serde_json::Value> = common::json_lines(&out)
+        .into_iter()
+        .filter(|l| l["tool"] == "flash")
+        .collect();
+    assert_eq!(runs.len() as u64, attempts, "{}", describe(&out));
+    // Newest first.
+    assert_eq!(runs[0]["state"], "finished", "{}", runs[0]);
+    assert!(runs[1..].iter().all(|r| r["state"] != "finished"));
+    assert!(runs.iter().all(|r| r["package"].as_str() == Some(s(&pkg))));
     let out = q(&data, &["status"]);
     assert!(
         common::stdout(&out).contains("FINISHED"),

@@ -147,6 +147,9 @@ fn summary_row(i: u32, outcome: Outcome) -> SummaryRow {
         )
         .into(),
         recording: None,
+        journal: Some(format!("sn-0x{:08x}", 0x5A17_C000 + i)),
+        resumed: i == 5,
+        bytes_resent: if i == 5 { MIB } else { 0 },
     }
 }
 

@@ -313,6 +313,11 @@ impl Lines {
                 &format!("{usb_id} ({mode}) at {location} on {bus}"),
             ),
             Note::State { state, detail } => self.line(t, d, state.word(), detail),
+            Note::Resume { notice } => {
+                if let Some(l) = crate::cli::flash_resume::notice_line(notice) {
+                    self.line(t, d, "journal", &l);
+                }
+            }
             Note::Engine { engine } => match engine {
                 EngineEvent::Plan { total_bytes, .. } => {
                     self.quarter.insert(d.to_string(), 0);

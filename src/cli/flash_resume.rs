@@ -22,8 +22,9 @@ use crate::device::classify::classify;
 use crate::device::DeviceSnapshot;
 use crate::engine::flash::{FlashJob, FlashPlan};
 use crate::engine::journal::{JournalStore, Opening};
+use crate::engine::outcome::{RunDevice, RunStart, RunStore};
 use crate::engine::resume::{
-    flash_resumable, Link, Reconnect, ResumeNotice, ResumeOptions, SourceReconnect,
+    flash_resumable, AttemptRecords, Link, Reconnect, ResumeNotice, ResumeOptions, SourceReconnect,
 };
 use crate::transport::open::{open_device, OpenOptions};
 use crate::transport::usb::UsbSelector;
@@ -209,6 +210,7 @@ pub(crate) fn notice_line(n: &ResumeNotice) -> Option<String> {
 pub fn flash(
     args: &FlashArgs,
     package: &Path,
+    revision: Option<String>,
     plan: &FlashPlan,
     job: FlashJob,
     link: Option<Box<dyn Transport>>,
@@ -248,21 +250,42 @@ pub fn flash(
         ..ResumeOptions::default()
     };
     let mut printer = EventPrinter::new(*out);
+    // One run record per attempt, for `qrescue status` (a record that cannot be written never
+    // stops the flash).
+    let runs = RunStore::default_location()
+        .map_err(|e| tracing::info!("this flash is not recorded: {e}"))
+        .ok();
+    let records = std::cell::RefCell::new(AttemptRecords::new(
+        runs,
+        RunStart {
+            tool: "flash".into(),
+            device: RunDevice::default(),
+            package: Some(package.display().to_string()),
+            package_revision: revision,
+            log_file: None,
+        },
+    ));
     let result = flash_resumable(
         &mut *reconnect,
         plan,
         &job,
         &store,
         &opts,
-        &mut |e| printer.event(&e),
+        &mut |e| {
+            records.borrow_mut().on_event(&e);
+            printer.event(&e);
+        },
         &mut |n| {
+            records.borrow_mut().on_notice(n);
             out.json_line(n);
             if let Some(l) = notice_line(n) {
                 out.line(l);
             }
         },
         signals::flag(),
-    )?;
+    );
+    records.into_inner().end(result.as_ref());
+    let result = result?;
     if result.attempts > 1 {
         out.line(format!(
             "Finished in {} attempts; {} of image data sent in all ({} in the plan)",

@@ -664,7 +664,8 @@ pub fn flash_package(args: &FlashArgs, package: &Path, out: &Output) -> crate::R
     };
     out.line("");
     // Journaled: continues when the same unit comes back (and on the next run after a crash).
-    crate::cli::flash_resume::flash(args, package, plan, job, link, out)
+    let revision = p.revision.as_ref().map(|r| r.text.clone());
+    crate::cli::flash_resume::flash(args, package, revision, plan, job, link, out)
 }
 
 /// Run `plan` against an emulated modem in this process whose flash has the plan's geometry,

@@ -2,12 +2,10 @@
 //! first — running, finished, failed, cancelled, or interrupted (the process ended without
 //! recording an end). `--json`: one object per run.
 
-use std::path::Path;
-
 use crate::cli::args::StatusArgs;
 use crate::cli::output::{self, Output};
 use crate::engine::journal::{JournalStore, JournalSummary};
-use crate::engine::outcome::{RunDevice, RunHandle, RunRecord, RunStart, RunState, RunStore};
+use crate::engine::outcome::{RunRecord, RunState, RunStore};
 
 pub fn run(a: &StatusArgs, out: &Output) -> crate::Result<()> {
     let store = RunStore::default_location()?;
@@ -17,7 +15,7 @@ pub fn run(a: &StatusArgs, out: &Output) -> crate::Result<()> {
     }
     if runs.is_empty() {
         out.line(format!(
-            "No flashes recorded yet (records live in {}). Every flash from the console and from `qrescue flash PACKAGE` is recorded there.",
+            "No flashes recorded yet (records live in {}). Every flash from the console, `qrescue flash PACKAGE` (also with --all) and `qrescue update` is recorded there, one record per attempt.",
             store.dir().display()
         ));
     } else {
@@ -143,35 +141,10 @@ pub fn describe(r: &RunRecord) -> Vec<String> {
     lines
 }
 
-/// Start recording a `qrescue flash PACKAGE` run; `None` (with the reason logged) when the
-/// store is unavailable — a record must never stop a flash.
-pub fn begin_cli_flash(
-    package: &Path,
-    revision: Option<String>,
-    port: String,
-) -> Option<RunHandle> {
-    let store = RunStore::default_location()
-        .map_err(|e| tracing::info!("this flash is not recorded: {e}"))
-        .ok()?;
-    store
-        .begin(RunStart {
-            tool: "flash".into(),
-            device: RunDevice {
-                port: Some(port),
-                ..RunDevice::default()
-            },
-            package: Some(package.display().to_string()),
-            package_revision: revision,
-            log_file: None,
-        })
-        .map_err(|e| tracing::warn!("this flash is not recorded: {e}"))
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::outcome::RunProblem;
+    use crate::engine::outcome::{RunDevice, RunProblem};
 
     #[test]
     fn a_run_reads_well_in_80_columns() {

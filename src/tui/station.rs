@@ -146,6 +146,11 @@ impl StationRow {
                 self.detail = detail;
             }
             Note::Engine { engine } => self.engine(engine),
+            Note::Resume { notice } => {
+                if let Some(l) = crate::cli::flash_resume::notice_line(&notice) {
+                    self.line(l);
+                }
+            }
             Note::Finished { row } => {
                 self.bytes_per_s = 0.0;
                 self.step = None;

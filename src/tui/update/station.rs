@@ -342,6 +342,9 @@ mod tests {
             attempts: 1,
             log: "/run/a.log".into(),
             recording: None,
+            journal: None,
+            resumed: false,
+            bytes_resent: 0,
         }
     }
 
