@@ -3,7 +3,7 @@
 //!
 //! - `Identify`: open the device ([`open_device`]), read its boot ROM identity over Sahara
 //!   (bounded by [`IDENTIFY_DEADLINE`]), answer `Msg::Identified`.
-//! - `IdentifyNormal`: open the AT port of a normal-mode modem ([`open_role`]) and read its
+//! - `IdentifyNormal`: open the AT port of a normal-mode modem ([`crate::engine::identify::open_port`]) and read its
 //!   identity ([`AtSession::identify`], every command bounded), answer `Msg::NormalIdentified`.
 //! - `SwitchToEdl`: open its DM port and send the DIAG switch to EDL
 //!   ([`DiagSession::switch_to_edl`]), answer `Msg::Switched`.
@@ -43,7 +43,6 @@ use crate::engine::outcome::{RunDevice, RunHandle, RunStart, RunStore};
 use crate::engine::prepare::{prepare, PrepareRequest, Prepared, ProgrammerUse};
 use crate::engine::sahara::{SaharaConfig, SaharaSession};
 use crate::transport::open::{open_device, OpenOptions};
-use crate::transport::serial::SerialTransport;
 use crate::transport::Transport;
 use crate::{Error, ErrorKind};
 
@@ -426,40 +425,9 @@ impl Executor {
     }
 }
 
-/// Open the serial port that plays `role` (AT, DM) in a normal-mode modem's snapshot: the tty
-/// of the interface the model table names for it (the classifier finds it by interface
-/// number, not by tty order).
-pub fn open_role(snapshot: &DeviceSnapshot, role: PortRole) -> crate::Result<SerialTransport> {
-    let class = classify(snapshot);
-    let what = match role {
-        PortRole::At => "AT",
-        PortRole::Dm => "DM (DIAG)",
-        _ => "serial",
-    };
-    let port = class.port(role).ok_or_else(|| {
-        Error::failure(
-            format!("{} has no {what} port in this mode", snapshot.id()),
-            format!("it shows as {}", class.label),
-            "Check that the modem is in normal mode (`qrescue list`)",
-        )
-    })?;
-    let tty = port.tty.as_deref().ok_or_else(|| {
-        Error::failure(
-            format!(
-                "No serial device is bound to the {what} interface {} of {}",
-                port.interface,
-                snapshot.id()
-            ),
-            "the kernel's option/qcserial driver makes the ttys; without one there is nothing to open",
-            "Load the option driver (`modprobe option`) or check `qrescue preflight`",
-        )
-    })?;
-    crate::transport::open::open_tty(std::path::Path::new(tty))
-}
-
 /// Ask a normal-mode modem who it is over its AT port (every command bounded).
 fn identify_normal(s: &Shared, device: DeviceId, snapshot: &DeviceSnapshot) {
-    let result = open_role(snapshot, PortRole::At).map(|t| {
+    let result = crate::engine::identify::open_port(snapshot, PortRole::At).map(|t| {
         let port = t.describe();
         let id = AtSession::new(t).identify();
         tracing::info!(
@@ -485,7 +453,7 @@ fn identify_normal(s: &Shared, device: DeviceId, snapshot: &DeviceSnapshot) {
 
 /// Send the DIAG switch to EDL on the modem's DM port.
 fn switch_to_edl(s: &Shared, device: DeviceId, snapshot: &DeviceSnapshot) {
-    let result = open_role(snapshot, PortRole::Dm).and_then(|t| {
+    let result = crate::engine::identify::open_port(snapshot, PortRole::Dm).and_then(|t| {
         let port = t.describe();
         let how = DiagSession::new(t).switch_to_edl()?;
         tracing::info!(
