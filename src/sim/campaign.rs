@@ -469,8 +469,8 @@ pub struct RunReport {
     pub bytes_sent: u64,
     /// Image bytes of the plan (what one uninterrupted flash sends).
     pub plan_bytes: u64,
-    /// Connections that ended cut off in a step (a drop, a closed window, a killed process,
-    /// a failed command), and the sizes of the program steps they cut.
+    /// Program steps cut off after some of their bytes were sent (a drop, a closed window, a
+    /// killed process, a failed command), and their sizes.
     pub interruptions: u32,
     pub interrupted_bytes: u64,
     /// Flashes that opened an unfinished journal of another package and started over with a
@@ -508,17 +508,27 @@ pub struct ResumeTally {
     pub connections: u32,
     /// Connections that continued a journal with work done.
     pub resumes: u32,
-    /// Flashes whose process was killed, and flashes that ran without a journal.
+    /// Flashes whose process was killed, flashes that found the unit still running its
+    /// programmer (an earlier flash left it so), and flashes that ran without a journal.
     pub killed: u32,
+    pub on_running_programmer: u32,
     pub unjournaled: u32,
     /// Journals of another package started over with a warning.
     pub restarted_with_warning: u32,
     /// Units with another serial left alone.
     pub other_units_refused: u32,
-    /// Connections cut off in a step, and the sizes of the program steps they cut.
+    /// What the interruptions cost, per storage profile, over the verified runs.
+    pub cost: BTreeMap<String, ResumeCost>,
+}
+
+/// Over the verified runs of one storage profile in which a program step was cut off
+/// mid-transfer: how many cuts, the sizes of the steps cut, and the image bytes sent beyond one
+/// clean flash (re-sent after the cuts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeCost {
+    pub runs: u32,
     pub interruptions: u32,
     pub interrupted_bytes: u64,
-    /// Over verified runs that were interrupted: image bytes sent beyond one clean flash.
     pub resent_bytes: u64,
 }
 
@@ -528,13 +538,20 @@ impl ResumeTally {
         self.connections += run.connections.len() as u32;
         self.resumes += run.connections.iter().filter(|c| c.resumed).count() as u32;
         self.killed += run.attempts.iter().filter(|a| a.killed).count() as u32;
+        self.on_running_programmer += run
+            .attempts
+            .iter()
+            .filter(|a| !a.fresh_appearance && a.connections > 0)
+            .count() as u32;
         self.unjournaled += run.attempts.iter().filter(|a| a.unjournaled).count() as u32;
         self.restarted_with_warning += run.restarted_with_warning;
         self.other_units_refused += run.other_unit.as_ref().is_some_and(|o| o.refused) as u32;
-        self.interruptions += run.interruptions;
-        self.interrupted_bytes += run.interrupted_bytes;
         if run.end == RunEnd::Verified && run.interruptions > 0 {
-            self.resent_bytes += run.bytes_sent.saturating_sub(run.plan_bytes);
+            let c = self.cost.entry(run.storage.clone()).or_default();
+            c.runs += 1;
+            c.interruptions += run.interruptions;
+            c.interrupted_bytes += run.interrupted_bytes;
+            c.resent_bytes += run.bytes_sent.saturating_sub(run.plan_bytes);
         }
     }
 }
@@ -565,26 +582,30 @@ impl CampaignReport {
             self.violations.len()
         );
         s.push_str(&format!(
-            "  resume: {} flashes ({} processes killed, {} without a journal), {} connections, {} resumed a journal; {} other-package journals restarted with a warning; {} other units left alone\n",
+            "  resume: {} flashes ({} processes killed, {} on a programmer left running, {} without a journal), {} connections, {} resumed a journal; {} other-package journals restarted with a warning; {} other units left alone\n",
             r.flashes,
             r.killed,
+            r.on_running_programmer,
             r.unjournaled,
             r.connections,
             r.resumes,
             r.restarted_with_warning,
             r.other_units_refused
         ));
-        s.push_str(&format!(
-            "  resume cost: {} interruptions cut steps of {} KiB in all; verified runs re-sent {} KiB after them ({:.0}% of the cut steps' sizes)\n",
-            r.interruptions,
-            r.interrupted_bytes / 1024,
-            r.resent_bytes / 1024,
-            if r.interrupted_bytes == 0 {
-                0.0
-            } else {
-                r.resent_bytes as f64 * 100.0 / r.interrupted_bytes as f64
-            }
-        ));
+        for (storage, c) in &r.cost {
+            s.push_str(&format!(
+                "  resume cost, {storage}: {} steps cut mid-transfer in {} verified runs, {} KiB in those steps, {} KiB re-sent ({:.0}%)\n",
+                c.interruptions,
+                c.runs,
+                c.interrupted_bytes / 1024,
+                c.resent_bytes / 1024,
+                if c.interrupted_bytes == 0 {
+                    0.0
+                } else {
+                    c.resent_bytes as f64 * 100.0 / c.interrupted_bytes as f64
+                }
+            ));
+        }
         for v in &self.violations {
             let faults: Vec<String> = v.faults.iter().map(ToString::to_string).collect();
             s.push_str(&format!(
@@ -1654,17 +1675,22 @@ fn watched_flash(
     (out, started.elapsed())
 }
 
-/// Connections that ended cut off in a step (a pause at a safe point is not one), the sizes of
-/// the program steps they cut, and the image bytes sent, from one flash's events.
+/// Program steps cut off after some of their bytes were sent (a pause at a safe point is not a
+/// cut), their sizes, and the image bytes sent, from one flash's events.
 fn interruptions(events: &[EngineEvent]) -> (u32, u64, u64) {
     let mut steps: &[crate::engine::events::StepInfo] = &[];
+    let mut progressed: Option<usize> = None;
     let (mut cuts, mut cut_bytes, mut sent) = (0u32, 0u64, 0u64);
     for e in events {
         match e {
             EngineEvent::Plan { steps: s, .. } => steps = s,
-            EngineEvent::StepFailed { index, what, .. } if !what.starts_with("Paused") => {
-                cuts += 1;
+            EngineEvent::StepStarted { .. } => progressed = None,
+            EngineEvent::Progress { index, done, .. } if *done > 0 => progressed = Some(*index),
+            EngineEvent::StepFailed { index, what, .. }
+                if !what.starts_with("Paused") && progressed == Some(*index) =>
+            {
                 if let Some(s) = steps.get(*index).filter(|s| s.kind == StepKind::Program) {
+                    cuts += 1;
                     cut_bytes += s.bytes;
                 }
             }
