@@ -473,6 +473,8 @@ pub struct RunReport {
     /// killed process, a failed command), and their sizes.
     pub interruptions: u32,
     pub interrupted_bytes: u64,
+    /// Connections the engine ended at a safe point because the boot-loop window was closing.
+    pub pauses: u32,
     /// Flashes that opened an unfinished journal of another package and started over with a
     /// warning.
     pub restarted_with_warning: u32,
@@ -517,6 +519,8 @@ pub struct ResumeTally {
     pub restarted_with_warning: u32,
     /// Units with another serial left alone.
     pub other_units_refused: u32,
+    /// Connections paused at a safe point before a boot-loop window closed.
+    pub pauses: u32,
     /// What the interruptions cost, per storage profile, over the verified runs.
     pub cost: BTreeMap<String, ResumeCost>,
 }
@@ -546,6 +550,7 @@ impl ResumeTally {
         self.unjournaled += run.attempts.iter().filter(|a| a.unjournaled).count() as u32;
         self.restarted_with_warning += run.restarted_with_warning;
         self.other_units_refused += run.other_unit.as_ref().is_some_and(|o| o.refused) as u32;
+        self.pauses += run.pauses;
         if run.end == RunEnd::Verified && run.interruptions > 0 {
             let c = self.cost.entry(run.storage.clone()).or_default();
             c.runs += 1;
@@ -582,13 +587,14 @@ impl CampaignReport {
             self.violations.len()
         );
         s.push_str(&format!(
-            "  resume: {} flashes ({} processes killed, {} on a programmer left running, {} without a journal), {} connections, {} resumed a journal; {} other-package journals restarted with a warning; {} other units left alone\n",
+            "  resume: {} flashes ({} processes killed, {} on a programmer left running, {} without a journal), {} connections, {} resumed a journal, {} paused at a safe point for a boot-loop window; {} other-package journals restarted with a warning; {} other units left alone\n",
             r.flashes,
             r.killed,
             r.on_running_programmer,
             r.unjournaled,
             r.connections,
             r.resumes,
+            r.pauses,
             r.restarted_with_warning,
             r.other_units_refused
         ));
@@ -1675,14 +1681,28 @@ fn watched_flash(
     (out, started.elapsed())
 }
 
-/// Program steps cut off after some of their bytes were sent (a pause at a safe point is not a
-/// cut), their sizes, and the image bytes sent, from one flash's events.
-fn interruptions(events: &[EngineEvent]) -> (u32, u64, u64) {
+/// What one flash's events tell about its interruptions.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Cuts {
+    /// Program steps cut off after some of their bytes were sent (a pause at a safe point is
+    /// not a cut) and their sizes.
+    cuts: u32,
+    cut_bytes: u64,
+    /// Connections that paused at a safe point for a boot-loop window.
+    pauses: u32,
+    /// Image bytes sent.
+    sent: u64,
+}
+
+fn interruptions(events: &[EngineEvent]) -> Cuts {
     let mut steps: &[crate::engine::events::StepInfo] = &[];
     let mut progressed: Option<usize> = None;
-    let (mut cuts, mut cut_bytes, mut sent) = (0u32, 0u64, 0u64);
+    let mut pausing = false;
+    let (mut cuts, mut cut_bytes, mut sent, mut pauses) = (0u32, 0u64, 0u64, 0u32);
     for e in events {
         match e {
+            EngineEvent::Log { message } if message.starts_with("Pausing") => pausing = true,
+            EngineEvent::StepFailed { what, .. } if what.starts_with("Paused") => pausing = true,
             EngineEvent::Plan { steps: s, .. } => steps = s,
             EngineEvent::StepStarted { .. } => progressed = None,
             EngineEvent::Progress { index, done, .. } if *done > 0 => progressed = Some(*index),
@@ -1694,11 +1714,20 @@ fn interruptions(events: &[EngineEvent]) -> (u32, u64, u64) {
                     cut_bytes += s.bytes;
                 }
             }
-            EngineEvent::Done { bytes, .. } => sent += bytes,
+            EngineEvent::Done { bytes, .. } => {
+                sent += bytes;
+                pauses += u32::from(pausing);
+                pausing = false;
+            }
             _ => {}
         }
     }
-    (cuts, cut_bytes, sent)
+    Cuts {
+        cuts,
+        cut_bytes,
+        pauses,
+        sent,
+    }
 }
 
 /// A stale journal of this unit for another package, as an interrupted flash of an older
@@ -1972,6 +2001,7 @@ pub fn run_one(cfg: &CampaignConfig, index: u32, seed: u64) -> RunReport {
         plan_bytes: 0,
         interruptions: 0,
         interrupted_bytes: 0,
+        pauses: 0,
         restarted_with_warning: 0,
         other_unit: None,
         verified_partitions: 0,
@@ -2218,9 +2248,11 @@ fn run_inner(
             .notices
             .iter()
             .any(|n| matches!(n, ResumeNotice::Unjournaled { .. }));
-        let (cuts, cut_bytes, sent) = interruptions(&out.events);
-        report.interruptions += cuts;
-        report.interrupted_bytes += cut_bytes;
+        let cuts = interruptions(&out.events);
+        let sent = cuts.sent;
+        report.interruptions += cuts.cuts;
+        report.interrupted_bytes += cuts.cut_bytes;
+        report.pauses += cuts.pauses;
         report.bytes_sent += sent;
         if matches!(opening, Some(Opening::Restarted { .. })) {
             report.restarted_with_warning += 1;
@@ -2814,10 +2846,13 @@ mod tests {
                 .filter(|s| matches!(s, FlashStep::Program { .. }))
                 .count();
             assert_eq!(n, programs, "{name}");
-            let (cuts, cut_bytes, sent) = interruptions(&out.events);
+            let cuts = interruptions(&out.events);
             assert_eq!(
-                (cuts, cut_bytes, sent),
-                (0, 0, plan.total_bytes()),
+                cuts,
+                Cuts {
+                    sent: plan.total_bytes(),
+                    ..Cuts::default()
+                },
                 "{name}"
             );
             let counts = writes_per_region(prog.writes(), &prog.storage().regions());
