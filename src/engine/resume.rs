@@ -16,9 +16,11 @@
 //!    rewrites the interrupted partition, eMMC/UFS continues after the last confirmed chunk. A
 //!    link that drops ([`ErrorKind::DeviceLost`]) or a boot-loop window that closes means: wait
 //!    for the unit and go on. A unit with another serial is never flashed by this call.
-//! 4. Every wait is bounded ([`ResumeOptions::return_wait`]); attempts are bounded
-//!    ([`ResumeOptions::max_attempts`]) and so are attempts in a row that make no progress
-//!    ([`ResumeOptions::max_stalls`]).
+//! 4. Every wait is bounded ([`ResumeOptions::return_wait`], also when other units answer in
+//!    the meantime); attempts are bounded ([`ResumeOptions::max_attempts`]) and so are attempts
+//!    in a row that make no progress ([`ResumeOptions::max_stalls`]). A unit whose serial cannot
+//!    be read (its programmer already runs) is flashed without a journal only while no
+//!    unfinished journal of the same plan exists (it might be that unit's).
 //!
 //! A process that died mid-flash resumes the same way: the next `qrescue flash PACKAGE` finds the
 //! unit's journal and continues it (the journal lives in the data folder, not in the process).
@@ -413,6 +415,34 @@ fn unknown_unit() -> Error {
     )
 }
 
+/// The refusal to flash a unit whose serial is unknown while `store` holds an unfinished
+/// journal of the same plan (it may be that unit's).
+fn unfinished_journal_of(
+    store: &JournalStore,
+    plan: &FlashPlan,
+    identity: &PackageIdentity,
+) -> Option<Error> {
+    let list = store.list().ok()?;
+    let (summary, path) = list.iter().filter(|s| !s.finished).find_map(|s| {
+        let state = store.load(&s.unit).ok()??.ok()?;
+        let same =
+            state.plan.storage == plan.storage && state.plan.identity.differs(identity).is_none();
+        same.then(|| (s, store.path_for(&s.unit)))
+    })?;
+    Some(Error::new(
+        ErrorKind::Failure,
+        "This modem's programmer is already running, and a flash of this package is unfinished",
+        format!(
+            "a modem whose programmer runs does not tell its serial number, so qrescue cannot tell whether it is {} ({} of {} steps written, journal {}); flashing it without that journal would leave the journal claiming steps as written that this flash overwrites",
+            summary.unit,
+            summary.steps_done,
+            summary.steps_total,
+            path.display()
+        ),
+        "Power-cycle the modem into download mode (9008) and run the same flash again: it continues where the journal stopped (or delete that journal to flash without it)",
+    ))
+}
+
 /// Run `plan` to the end across drops and boot-loop windows (see the module docs). `emit` gets
 /// every attempt's engine events (each attempt is a whole Plan … Done sequence); `notice` what
 /// happens between attempts.
@@ -436,6 +466,8 @@ pub fn flash_resumable(
     let mut last_error: Option<Error> = None;
     let mut forecast: Option<WindowForecast> = None;
     let mut links = 0u32;
+    // When the wait for the unit began: another unit answering does not start a new one.
+    let mut waiting_since: Option<Instant> = None;
     loop {
         if attempts >= opts.max_attempts {
             return Err(gave_up(
@@ -443,12 +475,19 @@ pub fn flash_resumable(
                 last_error,
             ));
         }
+        let since = *waiting_since.get_or_insert_with(Instant::now);
+        let left = opts.return_wait.saturating_sub(since.elapsed());
         notice(&ResumeNotice::Waiting {
             attempt: attempts + 1,
-            wait_s: opts.return_wait.as_secs_f64(),
+            wait_s: left.as_secs_f64(),
             after: last_error.as_ref().map(|e| e.what.clone()),
         });
-        let Some(link) = reconnect.next_link(opts.return_wait, cancel)? else {
+        let link = if left.is_zero() {
+            None
+        } else {
+            reconnect.next_link(left, cancel)?
+        };
+        let Some(link) = link else {
             let what = if attempts == 0 {
                 format!(
                     "No modem in download mode appeared within {:.0} s",
@@ -485,6 +524,7 @@ pub fn flash_resumable(
         let (t, info) = match crate::backup::run::identify(transport, &job.sahara) {
             Ok(x) => x,
             Err(e) if e.kind == ErrorKind::DeviceLost => {
+                waiting_since = None;
                 attempts += 1;
                 stalls += 1;
                 last_error = Some(e);
@@ -504,6 +544,12 @@ pub fn flash_resumable(
             if journal.is_some() {
                 // A unit that told its serial before and not now may be another modem.
                 return Err(unknown_unit());
+            }
+            // This may be the unit of an unfinished journal of this plan: flashing it without
+            // the journal would leave that journal claiming steps as done that this flash
+            // overwrites or cuts off (and a later flash would skip them).
+            if let Some(e) = unfinished_journal_of(store, plan, &identity) {
+                return Err(e);
             }
             notice(&ResumeNotice::Unjournaled {
                 why: unknown_unit().why,
@@ -543,6 +589,7 @@ pub fn flash_resumable(
                     found: key,
                     expected: j.unit().clone(),
                 });
+                // Still waiting for the right unit, within the same bound.
                 continue;
             }
             Some(_) => {}
@@ -556,6 +603,7 @@ pub fn flash_resumable(
                 journal = Some((j, opening));
             }
         }
+        waiting_since = None;
         let (j, opening) = journal.as_mut().expect("opened above");
         attempts += 1;
         notice(&ResumeNotice::Connected {
