@@ -9,7 +9,6 @@
 //! run and the station view follows it to the summary. Without one, [`run`] runs the same
 //! station and prints a line per modem and change, then the summary.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,12 +19,9 @@ use crate::cli::args::{DemoArgs, StorageArg};
 use crate::cli::output::{self, Output};
 use crate::cli::signals;
 use crate::device::DeviceSource;
-use crate::engine::events::EngineEvent;
 use crate::engine::guards::MemoryLedger;
 use crate::engine::prepare::{prepare, PrepareRequest};
-use crate::engine::station::{
-    self, Bus, Note, Outcome, Selection, StationConfig, StationEvent, Summary, Waits,
-};
+use crate::engine::station::{self, Bus, Outcome, Selection, StationConfig, Summary, Waits};
 use crate::sim::fleet::{Fleet, FleetOptions};
 use crate::sim::hub::UsbHub;
 use crate::sim::package_gen::PackageOptions;
@@ -282,100 +278,6 @@ fn next_folder(base: &Path, counter: &AtomicU32) -> PathBuf {
     ))
 }
 
-/// One line per modem and change; progress in quarters.
-struct Lines {
-    out: Output,
-    quarter: HashMap<String, u8>,
-}
-
-impl Lines {
-    fn line(&self, t_ms: u64, device: &str, state: &str, text: &str) {
-        self.out.line(format!(
-            "   [{:6.1} s] {device:<12} {state:<12} {text}",
-            t_ms as f64 / 1000.0
-        ));
-    }
-
-    fn event(&mut self, e: &StationEvent) {
-        self.out.json_line(e);
-        let (t, d) = (e.t_ms, e.device.as_str());
-        match &e.note {
-            Note::Selected {
-                bus,
-                location,
-                usb_id,
-                mode,
-                ..
-            } => self.line(
-                t,
-                d,
-                "found",
-                &format!("{usb_id} ({mode}) at {location} on {bus}"),
-            ),
-            Note::State { state, detail } => self.line(t, d, state.word(), detail),
-            Note::Resume { notice } => {
-                if let Some(l) = crate::cli::flash_resume::notice_line(notice) {
-                    self.line(t, d, "journal", &l);
-                }
-            }
-            Note::Engine { engine } => match engine {
-                EngineEvent::Plan { total_bytes, .. } => {
-                    self.quarter.insert(d.to_string(), 0);
-                    self.line(
-                        t,
-                        d,
-                        "flashing",
-                        &format!("  0% of {}", output::bytes(*total_bytes)),
-                    );
-                }
-                EngineEvent::Progress {
-                    overall,
-                    bytes_per_s,
-                    ..
-                } => {
-                    let q = (overall * 4.0).floor().clamp(0.0, 4.0) as u8;
-                    let last = self.quarter.entry(d.to_string()).or_insert(0);
-                    if q > *last && q < 4 {
-                        *last = q;
-                        self.line(
-                            t,
-                            d,
-                            "flashing",
-                            &format!(
-                                "{:>3.0}% at {}",
-                                overall * 100.0,
-                                output::rate(*bytes_per_s)
-                            ),
-                        );
-                    }
-                }
-                EngineEvent::StepFailed { what, .. } => self.line(t, d, "step failed", what),
-                EngineEvent::Done {
-                    ok: true,
-                    bytes,
-                    elapsed_ms,
-                } => self.line(
-                    t,
-                    d,
-                    "written",
-                    &format!(
-                        "100%: {} in {:.1} s",
-                        output::bytes(*bytes),
-                        *elapsed_ms as f64 / 1000.0
-                    ),
-                ),
-                _ => {}
-            },
-            Note::Finished { row } => self.line(
-                t,
-                d,
-                crate::tui::station::outcome_word(row.outcome),
-                &row.detail,
-            ),
-        }
-    }
-}
-
 fn print_summary(s: &Summary, folder: &Path, kept: bool, out: &Output) {
     out.json_line(&json!({"event": "station_summary", "summary": s, "folder": folder}));
     out.line("");
@@ -462,10 +364,7 @@ pub fn run(args: &DemoArgs, out: &Output) -> crate::Result<()> {
         folder.clone(),
     );
     cfg.revision = p.revision.as_ref().map(|r| r.text.clone());
-    let mut lines = Lines {
-        out: *out,
-        quarter: HashMap::new(),
-    };
+    let mut lines = crate::cli::station_cmd::Lines::new(*out, 12, "   ");
     let summary = station::run(
         bench.buses(),
         &Selection::All,

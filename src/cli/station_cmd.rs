@@ -92,23 +92,36 @@ fn seconds(what: &str, v: f64) -> crate::Result<Duration> {
     Ok(Duration::from_secs_f64(v))
 }
 
-/// One line per modem and change; progress in quarters.
-struct Lines {
+/// One line per modem and change; progress in quarters (also the station demo's line mode).
+pub(crate) struct Lines {
     out: Output,
     width: usize,
+    indent: &'static str,
     quarter: HashMap<String, u8>,
 }
 
 impl Lines {
+    /// Lines to `out`, the device key padded to `width`, each line after `indent`.
+    pub(crate) fn new(out: Output, width: usize, indent: &'static str) -> Lines {
+        Lines {
+            out,
+            width,
+            indent,
+            quarter: HashMap::new(),
+        }
+    }
+
     fn line(&self, t_ms: u64, device: &str, state: &str, text: &str) {
         let w = self.width;
         self.out.line(format!(
-            "[{:6.1} s] {device:<w$} {state:<12} {text}",
+            "{}[{:6.1} s] {device:<w$} {state:<12} {text}",
+            self.indent,
             t_ms as f64 / 1000.0
         ));
     }
 
-    fn event(&mut self, e: &StationEvent) {
+    /// Print (and with --json, emit) one station event.
+    pub(crate) fn event(&mut self, e: &StationEvent) {
         self.out.json_line(e);
         let (t, d) = (e.t_ms, e.device.as_str());
         match &e.note {
@@ -188,16 +201,12 @@ impl Lines {
                     self.line(t, d, "journal", &l);
                 }
             }
-            Note::Finished { row } => {
-                let word = match row.outcome {
-                    Outcome::Verified => "VERIFIED",
-                    Outcome::NotVerified => "NOT VERIFIED",
-                    Outcome::Failed => "FAILED",
-                    Outcome::Skipped => "SKIPPED",
-                    Outcome::Interrupted => "STOPPED",
-                };
-                self.line(t, d, word, &row.detail);
-            }
+            Note::Finished { row } => self.line(
+                t,
+                d,
+                crate::tui::station::outcome_word(row.outcome),
+                &row.detail,
+            ),
         }
     }
 }
@@ -307,11 +316,7 @@ pub fn flash_station(args: &FlashArgs, package: &Path, out: &Output) -> crate::R
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let mut lines = Lines {
-        out: *out,
-        width: 12,
-        quarter: HashMap::new(),
-    };
+    let mut lines = Lines::new(*out, 12, "");
     let summary = station::run(
         buses,
         &selection,
