@@ -21,13 +21,13 @@ use crate::cli::signals;
 use crate::device::DeviceSource;
 use crate::engine::guards::MemoryLedger;
 use crate::engine::prepare::{prepare, PrepareRequest};
-use crate::engine::station::{self, Bus, Outcome, Selection, StationConfig, Summary, Waits};
+use crate::engine::station::{self, Bus, Selection, StationConfig, Summary, Waits};
 use crate::sim::fleet::{Fleet, FleetOptions};
 use crate::sim::hub::UsbHub;
 use crate::sim::package_gen::PackageOptions;
 use crate::tui::exec::StationSetup;
 use crate::tui::model::DemoInfo;
-use crate::{Error, ErrorKind};
+use crate::Error;
 
 /// Each emulated modem writes at about real NAND speed unless `--fast`.
 const THROTTLE: u64 = 4_000_000;
@@ -288,20 +288,7 @@ fn print_summary(s: &Summary, folder: &Path, kept: bool, out: &Output) {
         output::bytes(s.bytes),
         s.duration_ms as f64 / 1000.0,
     ));
-    let w = s.rows.iter().map(|r| r.device.len()).max().unwrap_or(6);
-    for r in &s.rows {
-        out.line(format!(
-            "  {:<w$} {:<12} {:>10} {:>7.1} s  {}",
-            r.device,
-            r.outcome.word(),
-            output::bytes(r.bytes),
-            r.duration_ms as f64 / 1000.0,
-            r.detail
-        ));
-        if let Some(n) = &r.next {
-            out.line(format!("  {:<w$} {:<12} next: {n}", "", ""));
-        }
-    }
+    crate::cli::station_cmd::print_rows(s, out);
     out.line(format!(
         "Summary: {}, {}{}",
         folder.join("summary.json").display(),
@@ -373,25 +360,14 @@ pub fn run(args: &DemoArgs, out: &Output) -> crate::Result<()> {
         signals::flag(),
     )?;
     print_summary(&summary, &folder, bench.kept(), out);
-    let left = summary.devices - summary.verified;
-    if left == 0 {
-        return Ok(());
-    }
-    let interrupted = summary
-        .rows
-        .iter()
-        .any(|r| r.outcome == Outcome::Interrupted);
-    Err(Error::new(
-        if interrupted {
-            ErrorKind::Interrupted
-        } else {
-            ErrorKind::Failure
-        },
-        format!(
-            "{left} of {} emulated modem(s) are not flashed and verified",
-            summary.devices
-        ),
+    match crate::cli::station_cmd::unverified_error(
+        &summary,
+        "emulated modem(s)",
         "each modem's row above says what happened to it",
-        "Run the demo again with --out DIR to keep each modem's log, and report it if it repeats",
-    ))
+        "Run the demo again with --out DIR to keep each modem's log, and report it if it repeats"
+            .into(),
+    ) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

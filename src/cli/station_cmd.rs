@@ -211,17 +211,8 @@ impl Lines {
     }
 }
 
-fn print_summary(s: &Summary, dir: &Path, extra: &[PathBuf], out: &Output) {
-    out.json_line(&json!({"event": "station_summary", "summary": s}));
-    out.line("");
-    out.line(format!(
-        "Station: {} of {} modem(s) flashed and verified ({} written, {:.1} s); run folder {}",
-        s.verified,
-        s.devices,
-        output::bytes(s.bytes),
-        s.duration_ms as f64 / 1000.0,
-        dir.display()
-    ));
+/// One line per modem of a finished run (with its attempts and next step when it has them).
+pub(crate) fn print_rows(s: &Summary, out: &Output) {
     let w = s.rows.iter().map(|r| r.device.len()).max().unwrap_or(6);
     for r in &s.rows {
         out.line(format!(
@@ -250,6 +241,52 @@ fn print_summary(s: &Summary, dir: &Path, extra: &[PathBuf], out: &Output) {
             out.line(format!("  {:<w$} {:<12} next: {n}", "", ""));
         }
     }
+}
+
+/// The error for a run in which not every modem was flashed and verified (`None` when all
+/// were): interrupted when any modem was stopped, else a failure. `what` names the modems
+/// (e.g. "emulated modem(s)").
+pub(crate) fn unverified_error(
+    summary: &Summary,
+    what: &str,
+    why: &str,
+    next: String,
+) -> Option<Error> {
+    let left = summary.devices - summary.verified;
+    if left == 0 {
+        return None;
+    }
+    let interrupted = summary
+        .rows
+        .iter()
+        .any(|r| r.outcome == Outcome::Interrupted);
+    Some(Error::new(
+        if interrupted {
+            ErrorKind::Interrupted
+        } else {
+            ErrorKind::Failure
+        },
+        format!(
+            "{left} of {} {what} are not flashed and verified",
+            summary.devices
+        ),
+        why,
+        next,
+    ))
+}
+
+fn print_summary(s: &Summary, dir: &Path, extra: &[PathBuf], out: &Output) {
+    out.json_line(&json!({"event": "station_summary", "summary": s}));
+    out.line("");
+    out.line(format!(
+        "Station: {} of {} modem(s) flashed and verified ({} written, {:.1} s); run folder {}",
+        s.verified,
+        s.devices,
+        output::bytes(s.bytes),
+        s.duration_ms as f64 / 1000.0,
+        dir.display()
+    ));
+    print_rows(s, out);
     let mut files = vec![dir.join("summary.json"), dir.join("summary.csv")];
     files.extend(extra.iter().cloned());
     out.line(format!(
@@ -328,30 +365,18 @@ pub fn flash_station(args: &FlashArgs, package: &Path, out: &Output) -> crate::R
         summary.write(path)?;
     }
     print_summary(&summary, &dir, &st.summary, out);
-    let failed = summary.devices - summary.verified;
-    if failed == 0 {
-        return Ok(());
-    }
-    let interrupted = summary
-        .rows
-        .iter()
-        .any(|r| r.outcome == Outcome::Interrupted);
-    Err(Error::new(
-        if interrupted {
-            ErrorKind::Interrupted
-        } else {
-            ErrorKind::Failure
-        },
-        format!(
-            "{failed} of {} modem(s) are not flashed and verified",
-            summary.devices
-        ),
+    match unverified_error(
+        &summary,
+        "modem(s)",
         "each modem's row in the summary says what happened to it and what it needs",
         format!(
             "See {} and each modem's log there; run again with --devices usb:serial=SN for those modems",
             dir.join("summary.csv").display()
         ),
-    ))
+    ) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
